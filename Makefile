@@ -1,0 +1,41 @@
+# capmine: `make demo` and `make test` install everything they need into .venv first.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.capmine-installed
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# torch and torchvision are pinned as a pair; pip takes them from local disk where it can.
+TORCH   ?= torch==2.14.1 torchvision==0.29.1
+PYTEST_ARGS ?=
+
+.PHONY: install system-deps demo test lint format clean
+
+install: system-deps $(STAMP)
+
+system-deps:
+	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || \
+		{ echo "installing ffmpeg (Debian package)"; $(SUDO) apt-get update -q && \
+		  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q ffmpeg; }
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: install
+	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(VENV)/bin/capmine demo --root demo
+
+test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+format: install
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf demo .pytest_cache

@@ -1,0 +1,139 @@
+"""Shard writing: a tar of samples, a parquet sidecar of every clip, then the stats file.
+
+A shard is complete when ``NNNNN_stats.json`` exists. Every file is written under
+a temporary name and renamed into place, the stats file last, so a crash at any
+point leaves either a complete shard or one that a rerun will redo.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shards.keys import is_valid_key
+from shards.record import STATUS_OK, ClipRecord
+
+SIDE_COLUMNS = {
+    "key": pa.string(), "video": pa.string(), "video_id": pa.string(),
+    "start": pa.float64(), "end": pa.float64(), "match_time": pa.float64(),
+    "similarity": pa.float64(), "caption": pa.string(), "captions": pa.string(),
+    "scores": pa.string(), "status": pa.string(), "reason": pa.string(),
+    "error": pa.string(), "has_audio": pa.bool_(),
+}  # fmt: skip
+
+
+def shard_name(index: int) -> str:
+    return f"{index:05d}"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder, then rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def write_table(path: Path, rows: list[dict[str, Any]], schema: pa.Schema | None = None) -> None:
+    """A parquet file written atomically; ``schema`` keeps empty tables typed."""
+    table = pa.Table.from_pylist(rows, schema=schema) if rows or schema else pa.table({})
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def is_complete(shard_dir: Path, index: int) -> bool:
+    return (Path(shard_dir) / f"{shard_name(index)}_stats.json").exists()
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = int(time.time())
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _sample_files(record: ClipRecord) -> list[tuple[str, bytes]]:
+    files = []
+    for ext in ("mp4", "flac", "jpg"):
+        path = getattr(record, ext)
+        if path:
+            files.append((ext, Path(path).read_bytes()))
+    files.append(("txt", record.caption.encode("utf-8")))
+    files.append(("json", json.dumps(record.sample_json(), ensure_ascii=False).encode("utf-8")))
+    return files
+
+
+def write_shard(
+    shard_dir: Path, index: int, records: Iterable[ClipRecord], *, extra_stats: dict | None = None
+) -> dict[str, Any]:
+    """Write shard ``index``: kept records go to the tar, all records to the parquet.
+
+    Returns the stats that were written. A record whose media cannot be read
+    becomes a failed row, it does not stop the shard.
+    """
+    shard_dir = Path(shard_dir)
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    name = shard_name(index)
+    records = list(records)
+    tar_path = shard_dir / f"{name}.tar"
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.tar.", suffix=".tmp", dir=shard_dir)
+    os.close(fd)
+    try:
+        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+            for rec in records:
+                if rec.status != STATUS_OK:
+                    continue
+                if not is_valid_key(rec.key):
+                    raise ValueError(f"invalid sample key {rec.key!r}: letters, digits, _ and - only")
+                try:
+                    files = _sample_files(rec)
+                except OSError as e:
+                    rec.status, rec.error = "failed", f"media unreadable: {e}"
+                    continue
+                for ext, data in files:
+                    _add_bytes(tar, f"{rec.key}.{ext}", data)
+        os.replace(tmp, tar_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    write_table(shard_dir / f"{name}.parquet", [r.row() for r in records], pa.schema(SIDE_COLUMNS))
+    stats = shard_stats(records)
+    stats.update(extra_stats or {})
+    atomic_write_json(shard_dir / f"{name}_stats.json", stats)
+    return stats
+
+
+def shard_stats(records: list[ClipRecord]) -> dict[str, Any]:
+    status = Counter(r.status for r in records)
+    reasons = Counter(r.reason for r in records if r.reason)
+    return {
+        "count": len(records),
+        "successes": status.get(STATUS_OK, 0),
+        "status": dict(status),
+        "reasons": dict(reasons),
+        "keys": [r.key for r in records],
+    }
