@@ -1,0 +1,95 @@
+"""Seed pictures made into embedder input, exactly as frames are.
+
+Frames reach the embedder through ffmpeg's
+``scale=S:S:force_original_aspect_ratio=increase,crop=S:S``; a seed image must
+get the same treatment (CLIP's own ``Resize(S)`` + ``CenterCrop(S)``), or the
+seed and its frame differ in framing before the model sees either, and the
+image-image similarity drops for no reason of content.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import numpy as np
+from PIL import Image, ImageOps
+
+log = logging.getLogger(__name__)
+
+# Transparent pixels are composited onto white, as img2dataset does: a logo on
+# a transparent background is meant to be seen on a page, not on black.
+_BACKGROUND = (255, 255, 255)
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+_INT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+
+
+def preprocess(image: Image.Image, size: int) -> np.ndarray:
+    """Shorter side scaled to ``size`` (bicubic), centre-cropped: a (size, size, 3) uint8 RGB array.
+
+    EXIF orientation is applied first, because phones store pictures sideways
+    and only the tag says which way is up; the frames of a video carry no tag.
+    """
+    if size <= 0:
+        raise ValueError(f"size must be positive, got {size}")
+    image = to_rgb(ImageOps.exif_transpose(image))
+    width, height = image.size
+    if width == 0 or height == 0:
+        raise ValueError(f"empty image ({width}x{height})")
+    image = _scale_shorter_side(image, size)
+    left = (image.width - size) // 2
+    top = (image.height - size) // 2
+    image = image.crop((left, top, left + size, top + size))
+    return np.asarray(image, dtype=np.uint8).copy()
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode as 8-bit RGB: alpha over white, 16-bit grey scaled down, CMYK and palettes converted."""
+    if image.mode == "RGB":
+        return image
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in _ALPHA_MODES:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*_BACKGROUND, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode in _INT_MODES:
+        # PIL's own I -> L conversion clips at 255 instead of scaling 16-bit values.
+        grey = np.asarray(image, dtype=np.float64) / 257.0
+        image = Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8), mode="L")
+    elif image.mode == "F":
+        image = Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8), mode="L")
+    return image.convert("RGB")
+
+
+def _scale_shorter_side(image: Image.Image, size: int) -> Image.Image:
+    """Scale so the shorter side is ``size``; the longer one is truncated, as ffmpeg and torchvision do."""
+    width, height = image.size
+    if width <= height:
+        new_size = (size, max(size, int(height * size / width)))
+    else:
+        new_size = (max(size, int(width * size / height)), size)
+    if new_size == image.size:
+        return image
+    return image.resize(new_size, Image.Resampling.BICUBIC)
+
+
+def decode_image(data: bytes, size: int) -> np.ndarray:
+    """Decode encoded image bytes fully and :func:`preprocess` them.
+
+    ``Image.open`` only reads the header, so a truncated download would pass it
+    and fail (or be silently padded) later; ``load()`` forces the whole decode
+    here, where the error can be reported against the seed.
+    """
+    if size <= 0:  # checked first, so a bad argument is not reported as a bad image
+        raise ValueError(f"size must be positive, got {size}")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return preprocess(image, size)
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"image too large to decode: {exc}") from exc
+    # PIL's plugins raise many types on corrupt input (OSError, SyntaxError,
+    # struct.error, IndexError, ...); all of them mean the bytes are bad.
+    except Exception as exc:
+        raise ValueError(f"not a decodable image: {exc}") from exc
