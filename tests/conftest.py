@@ -55,3 +55,12 @@ def http_root(tmp_path: Path) -> Iterator[LocalServer]:
     root.mkdir()
     with LocalServer(root) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One Prefect test server (SQLite in a fresh PREFECT_HOME) for the whole session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
