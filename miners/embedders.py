@@ -135,9 +135,11 @@ class OpenClipEmbedder:
         cfg = self.model.visual.preprocess_cfg
         size = cfg["size"]
         self.image_size = int(size[0] if isinstance(size, tuple | list) else size)
-        self.dim = int(self.model.text_projection.shape[1]
-                       if getattr(self.model, "text_projection", None) is not None
-                       else self.model.visual.output_dim)
+        self.dim = int(
+            self.model.text_projection.shape[1]
+            if getattr(self.model, "text_projection", None) is not None
+            else self.model.visual.output_dim
+        )
         self._mean = torch.tensor(cfg["mean"], device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(cfg["std"], device=self.device).view(1, 3, 1, 1)
 
@@ -206,20 +208,30 @@ def load_embedder(spec: str, *, device: str = "auto", batch_size: int = 64) -> E
     kind, target, pretrained = parse_spec(spec)
     if kind == "open_clip":
         if pretrained is None:
-            log.warning("embedder %s has no pretrained weights: random towers, matches mean nothing", spec)
+            log.warning(
+                "embedder %s has no pretrained weights: random towers, matches mean nothing", spec
+            )
         return OpenClipEmbedder(target, pretrained, device=device, batch_size=batch_size)
     module_name, factory_name = target.split(":")
     try:
         factory = getattr(importlib.import_module(module_name), factory_name)
     except (ImportError, AttributeError) as e:
-        raise ValueError(f"--embedder {spec!r}: cannot import {factory_name} from {module_name}: {e}") from e
+        raise ValueError(
+            f"--embedder {spec!r}: cannot import {factory_name} from {module_name}: {e}"
+        ) from e
     try:
         embedder = factory()
     except TypeError as e:
-        raise ValueError(f"--embedder {spec!r}: {factory_name}() cannot be called without arguments: {e}") from e
-    missing = [a for a in ("dim", "image_size", "embed_images", "embed_texts") if not hasattr(embedder, a)]
+        raise ValueError(
+            f"--embedder {spec!r}: {factory_name}() cannot be called without arguments: {e}"
+        ) from e
+    missing = [
+        a for a in ("dim", "image_size", "embed_images", "embed_texts") if not hasattr(embedder, a)
+    ]
     if missing:
-        raise ValueError(f"--embedder {spec!r}: the object {factory_name}() returned lacks {missing}")
+        raise ValueError(
+            f"--embedder {spec!r}: the object {factory_name}() returned lacks {missing}"
+        )
     return embedder
 
 

@@ -41,7 +41,9 @@ class SeedIndex:
     def __len__(self) -> int:
         return self.index.ntotal
 
-    def search(self, queries: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, threshold: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All (query row, seed row, similarity) with similarity >= threshold, as three arrays."""
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if len(q) == 0 or len(self) == 0:
@@ -50,7 +52,9 @@ class SeedIndex:
         if q.shape[1] != self.dim:
             raise ValueError(f"frame embeddings have width {q.shape[1]}, seed index {self.dim}")
         # range_search keeps d > radius; step just below so ``threshold`` itself counts
-        lims, sims, seeds = self.index.range_search(q, float(np.nextafter(np.float32(threshold), -1)))
+        lims, sims, seeds = self.index.range_search(
+            q, float(np.nextafter(np.float32(threshold), -1))
+        )
         rows = np.repeat(np.arange(len(q)), np.diff(lims.astype(np.int64)))
         return rows.astype(np.int64), seeds.astype(np.int64), sims.astype(np.float32)
 
@@ -61,9 +65,10 @@ class SeedIndex:
         buf = io.BytesIO()
         np.save(buf, self.embeddings)
         atomic_write_bytes(Path(out_dir) / "seeds.npy", buf.getvalue())
-        atomic_write_bytes(Path(out_dir) / "seeds.index", faiss.serialize_index(self.index).tobytes())
+        atomic_write_bytes(
+            Path(out_dir) / "seeds.index", faiss.serialize_index(self.index).tobytes()
+        )
 
     @classmethod
     def load(cls, out_dir: Path, threads: int | None = None) -> SeedIndex:
         return cls(np.load(Path(out_dir) / "seeds.npy"), threads=threads)
-

@@ -45,7 +45,9 @@ class HitAccumulator:
         self._hits: dict[int, list[tuple[int, float, float]]] = defaultdict(list)
         self.n_hits = 0
 
-    def add(self, frame_index: np.ndarray, times: np.ndarray, seed_rows: np.ndarray, sims: np.ndarray) -> None:
+    def add(
+        self, frame_index: np.ndarray, times: np.ndarray, seed_rows: np.ndarray, sims: np.ndarray
+    ) -> None:
         """``frame_index[i]`` (global frame number) matched ``seed_rows[i]`` at ``sims[i]``;
         ``times`` maps a global frame number to its time."""
         for f, s, v in zip(frame_index.tolist(), seed_rows.tolist(), sims.tolist(), strict=True):
@@ -130,7 +132,9 @@ def _merge_video(cands, video_id, info, seeds, clip_seconds, merge_overlap) -> l
     for c in cands:
         start, end = clip_window(c.peak_time, clip_seconds, info["duration"])
         seed_id, caption = seeds[c.seed_row]
-        cap = Caption(seed_id=seed_id, caption=caption, similarity=c.similarity, match_time=c.peak_time)
+        cap = Caption(
+            seed_id=seed_id, caption=caption, similarity=c.similarity, match_time=c.peak_time
+        )
         home = next((r for r in records if _overlap(r, start, end) >= merge_overlap), None)
         if home is not None:
             home.captions.append(cap)

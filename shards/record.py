@@ -101,5 +101,7 @@ class ClipRecord:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ClipRecord:
         d = dict(d)
-        d["captions"] = [c if isinstance(c, Caption) else Caption(**c) for c in d.get("captions", [])]
+        d["captions"] = [
+            c if isinstance(c, Caption) else Caption(**c) for c in d.get("captions", [])
+        ]
         return cls(**d)

@@ -108,7 +108,9 @@ def write_shard(
                 if rec.status != STATUS_OK:
                     continue
                 if not is_valid_key(rec.key):
-                    raise ValueError(f"invalid sample key {rec.key!r}: letters, digits, _ and - only")
+                    raise ValueError(
+                        f"invalid sample key {rec.key!r}: letters, digits, _ and - only"
+                    )
                 try:
                     files = _sample_files(rec)
                 except OSError as e:

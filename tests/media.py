@@ -35,11 +35,28 @@ def write_video(
     path = Path(path)
     n = int(round(seconds * fps))
     cmd = [
-        "ffmpeg", "-v", "error", "-y",
-        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "pipe:0",
+        "ffmpeg",
+        "-v",
+        "error",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{width}x{height}",
+        "-r",
+        str(fps),
+        "-i",
+        "pipe:0",
     ]
     if tone_hz is not None:
-        cmd += ["-f", "lavfi", "-i", f"sine=frequency={tone_hz}:sample_rate={sample_rate}:duration={seconds}"]
+        cmd += [
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency={tone_hz}:sample_rate={sample_rate}:duration={seconds}",
+        ]
     cmd += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-crf", "18"]
     if gop:
         cmd += ["-g", str(gop)]
@@ -59,13 +76,20 @@ def write_video(
     return path
 
 
-def write_grey_ramp_video(path: str | Path, *, seconds: float = 10.0, fps: float = 5.0, **kw) -> Path:
+def write_grey_ramp_video(
+    path: str | Path, *, seconds: float = 10.0, fps: float = 5.0, **kw
+) -> Path:
     """Frame *i* is painted grey level ``(16 * second) % 256`` where second = floor(t):
     a sampled frame's level tells which second it came from."""
     w, h = kw.pop("width", 64), kw.pop("height", 48)
     return write_video(
-        path, lambda i, t: grey_frame((16 * int(t)) % 256, w, h), seconds=seconds, fps=fps,
-        width=w, height=h, **kw,
+        path,
+        lambda i, t: grey_frame((16 * int(t)) % 256, w, h),
+        seconds=seconds,
+        fps=fps,
+        width=w,
+        height=h,
+        **kw,
     )
 
 

@@ -6,7 +6,11 @@ from miners.embedders import PixelEmbedder, fingerprint, load_embedder, parse_sp
 
 
 def test_parse_spec_spellings():
-    assert parse_spec("open_clip:ViT-B-32/laion2b_s34b_b79k") == ("open_clip", "ViT-B-32", "laion2b_s34b_b79k")
+    assert parse_spec("open_clip:ViT-B-32/laion2b_s34b_b79k") == (
+        "open_clip",
+        "ViT-B-32",
+        "laion2b_s34b_b79k",
+    )
     assert parse_spec("open_clip:ViT-B-32//ckpt/m.pt") == ("open_clip", "ViT-B-32", "/ckpt/m.pt")
     assert parse_spec("open_clip:ViT-S-32") == ("open_clip", "ViT-S-32", None)
     assert parse_spec("tests.embedder:make")[0] == "factory"
@@ -17,7 +21,9 @@ def test_parse_spec_spellings():
 
 def test_pixel_embedder_matches_a_shifted_picture_not_another():
     rng = np.random.default_rng(0)
-    a = np.kron(rng.integers(0, 255, (8, 8, 3)), np.ones((10, 10, 1))).astype(np.uint8)  # 80x80 blocks
+    a = np.kron(rng.integers(0, 255, (8, 8, 3)), np.ones((10, 10, 1))).astype(
+        np.uint8
+    )  # 80x80 blocks
     b = np.kron(rng.integers(0, 255, (8, 8, 3)), np.ones((10, 10, 1))).astype(np.uint8)
     e = PixelEmbedder()
     emb = e.embed_images(np.stack([a[:64, :64], a[3:67, 2:66], b[:64, :64]]))
@@ -43,7 +49,9 @@ def test_factory_embedder_is_checked():
 
 def test_open_clip_random_weights_shapes_and_unit_rows():
     e = load_embedder("open_clip:ViT-S-32", device="cpu", batch_size=2)
-    imgs = np.random.default_rng(0).integers(0, 255, (3, e.image_size, e.image_size, 3), dtype=np.uint8)
+    imgs = np.random.default_rng(0).integers(
+        0, 255, (3, e.image_size, e.image_size, 3), dtype=np.uint8
+    )
     x = e.embed_images(imgs)
     t = e.embed_texts(["a dog", "a cat", "a car"])
     assert x.shape == (3, e.dim) and t.shape == (3, e.dim) and x.dtype == np.float32

@@ -42,9 +42,22 @@ def test_shard_round_trip_with_webdataset(tmp_path):
     assert s0["txt"] == b"caption 1" and s0["mp4"] == b"mp4-1" and s0["jpg"] == b"jpg-1"
     meta = json.loads(s0["json"])
     assert meta["start"] == 10.0 and meta["captions"][1]["seed_id"] == "s2"
-    assert set(meta) >= {"key", "video", "video_id", "start", "end", "match_time", "similarity", "captions", "scores", "source"}
+    assert set(meta) >= {
+        "key",
+        "video",
+        "video_id",
+        "start",
+        "end",
+        "match_time",
+        "similarity",
+        "captions",
+        "scores",
+        "source",
+    }
     side = pd.read_parquet(tmp_path / "shards" / "00007.parquet")
-    assert list(side["status"]) == ["ok", "ok", "ok", "dropped"] and side["reason"].iloc[3] == "static"
+    assert (
+        list(side["status"]) == ["ok", "ok", "ok", "dropped"] and side["reason"].iloc[3] == "static"
+    )
     assert len(read_sidecars(tmp_path / "shards")) == 4
     assert [s["__key__"] for s in iter_samples(tar)] == [r.key for r in recs[:3]]
     assert not list((tmp_path / "shards").glob(".*"))  # no temp files left

@@ -1,0 +1,171 @@
+"""The mining flow: seeds -> index -> per-video scans -> clip plan -> shards -> report.
+
+Prefect only arranges the library stages of :mod:`miners.pipeline`; tasks pass
+paths and small summaries. Run it with ``capmine mine`` or call ``mine(params)``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prefect import flow, get_run_logger, task, unmapped
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.params import MineParams
+from miners import pipeline
+from miners.calibrate import estimate_threshold, seed_pair_similarities
+from miners.videos import read_videos
+from shards.writer import atomic_write_json
+
+
+@task(name="embed-seeds")
+def embed_seeds(params: MineParams) -> dict[str, Any]:
+    return pipeline.prepare_seeds(
+        params.seeds, Path(params.out), embedder=params.embedder, device=params.device,
+        workers=params.seed_workers, timeout=params.seed_timeout, progress=params.progress,
+    )  # fmt: skip
+
+
+@task(name="scan-video", task_run_name="scan-{video[video_id]}")
+def scan(video: dict[str, Any], params: MineParams, threshold: float) -> dict[str, Any]:
+    return pipeline.scan_video(
+        video, Path(params.out), embedder=params.embedder, device=params.device,
+        threshold=threshold, fps=params.fps, batch_size=params.batch_size,
+        cache_dir=_cache_dir(params), fetch_timeout=params.fetch_timeout, max_height=params.max_height,
+    )  # fmt: skip
+
+
+@task(name="write-shard", task_run_name="shard-{shard[index]}")
+def shard(shard: dict[str, Any], params: MineParams) -> dict[str, Any]:
+    return pipeline.build_shard(
+        Path(params.out), shard, clip_height=params.clip_height, workers=params.workers,
+        cache_dir=_cache_dir(params), fetch_timeout=params.fetch_timeout, max_height=params.max_height,
+    )  # fmt: skip
+
+
+def _cache_dir(params: MineParams) -> Path:
+    return Path(params.cache_dir) if params.cache_dir else Path(params.out) / "downloads"
+
+
+def auto_threshold(out: Path, false_match_rate: float) -> dict[str, Any]:
+    """The threshold from seed-vs-seed similarities (``capmine calibrate`` adds frames)."""
+    emb = np.load(Path(out) / "seeds.npy")
+    est = estimate_threshold({"seed_pairs": seed_pair_similarities(emb)}, false_match_rate)
+    return est | {"basis": "seed pairs"}
+
+
+@flow(name="mine", task_runner=ThreadPoolTaskRunner(max_workers=2))
+def mine(params: MineParams) -> dict[str, Any]:
+    """Mine captioned audio+video clips for ``params.seeds`` from ``params.videos``."""
+    logger = get_run_logger()
+    t0 = time.monotonic()
+    out = Path(params.out)
+    out.mkdir(parents=True, exist_ok=True)
+    videos = [
+        {"url": v.url, "video_id": v.video_id, "meta": v.meta} for v in read_videos(params.videos)
+    ]
+    logger.info("%d videos from %s", len(videos), params.videos)
+
+    seeds = embed_seeds(params)
+    logger.info("seeds: %d embedded, %d failed (%s, %.1fs)", seeds["n_ok"], seeds["n_failed"],
+                "reused" if seeds["reused"] else "new", seeds["seconds"])  # fmt: skip
+    if seeds["n_ok"] == 0:
+        raise ValueError(f"no seed in {params.seeds} could be read; see {out / 'seeds.parquet'}")
+    if params.threshold is None:
+        calib = auto_threshold(out, params.false_match_rate)
+        threshold = calib["threshold"]
+        logger.info("threshold %.4f estimated from %s at false-match rate %g", threshold,
+                    calib["basis"], params.false_match_rate)  # fmt: skip
+    else:
+        threshold, calib = params.threshold, {"threshold": params.threshold, "basis": "given"}
+    t_seeds = time.monotonic() - t0
+
+    scans = _scan_all(videos, params, threshold, logger)
+    t_scan = time.monotonic() - t0 - t_seeds
+    shards = pipeline.plan_clips(out, scans, clip_seconds=params.clip_seconds,
+                                 max_clips_per_seed=params.max_clips_per_seed,
+                                 shard_size=params.shard_size)  # fmt: skip
+    n_planned = sum(len(s["keys"]) for s in shards)
+    logger.info("%d clips planned in %d shards", n_planned, len(shards))
+    shard_stats = [f.result() for f in shard.map(shards, params=unmapped(params))] if shards else []
+    t_shards = time.monotonic() - t0 - t_seeds - t_scan
+
+    plan = pipeline.load_plan(out)
+    pipeline.write_videos_table(out, scans, plan)
+    removed = 0 if params.keep_downloads else pipeline.remove_downloads(scans)
+    report = _report(params, seeds, calib, scans, shard_stats, removed,
+                     {"seeds": t_seeds, "scan": t_scan, "shards": t_shards,
+                      "total": time.monotonic() - t0})  # fmt: skip
+    atomic_write_json(out / "report.json", report)
+    logger.info("done: %d clips in %d shards; %d of %d videos failed; report %s",
+                report["clips"]["ok"], len(shard_stats), report["videos"]["failed"],
+                len(scans), out / "report.json")  # fmt: skip
+    return report
+
+
+def _scan_all(videos, params: MineParams, threshold: float, logger) -> list[dict[str, Any]]:
+    """Scan every video concurrently; an unexpected task failure is that video's row, not the run's end."""
+    from tqdm.auto import tqdm
+
+    if not videos:
+        return []
+    futures = scan.map(videos, params=unmapped(params), threshold=threshold)
+    by_future = {id(f): v for f, v in zip(futures, videos, strict=True)}
+    results: dict[str, dict[str, Any]] = {}
+    bar = tqdm(
+        total=len(videos), desc="videos", unit="video", disable=not params.progress, file=sys.stderr
+    )
+    failed, step = 0, max(1, len(videos) // 10)
+    for f in as_completed(futures):
+        video = by_future[id(f)]
+        try:
+            res = f.result()
+        except Exception as e:  # a bug in one video's scan must not lose the others
+            res = pipeline.failed_scan(video, f"internal: {type(e).__name__}: {e}")
+        results[video["video_id"]] = res
+        failed += res["status"] != "ok"
+        bar.update(1)
+        bar.set_postfix(failed=failed)
+        if len(results) % step == 0 or len(results) == len(videos):
+            logger.info("scanned %d/%d videos (%d failed)", len(results), len(videos), failed)
+    bar.close()
+    return [results[v["video_id"]] for v in videos]
+
+
+def _report(params, seeds, calib, scans, shard_stats, removed, timings) -> dict[str, Any]:
+    status: dict[str, int] = {}
+    for s in shard_stats:
+        for k, v in s.get("status", {}).items():
+            status[k] = status.get(k, 0) + v
+    stage = {"fetch": 0.0, "decode": 0.0, "embed": 0.0}
+    for s in scans:
+        for k in stage:
+            stage[k] += s.get("timings", {}).get(k, 0.0)
+    failed = [s for s in scans if s["status"] != "ok"]
+    return {
+        "params": json.loads(params.model_dump_json()),
+        "threshold": calib,
+        "seeds": {k: seeds[k] for k in ("n_seeds", "n_ok", "n_failed", "reused", "embedder")},
+        "videos": {"total": len(scans), "ok": len(scans) - len(failed), "failed": len(failed),
+                   "frames": sum(s["n_frames"] for s in scans),
+                   "matches": sum(s["n_matches"] for s in scans)},
+        "clips": {"planned": sum(s.get("count", 0) for s in shard_stats),
+                  "ok": status.get("ok", 0), "failed": status.get("failed", 0),
+                  "dropped": status.get("dropped", 0)},
+        "shards": len(shard_stats),
+        "downloads_removed": removed,
+        "seconds": {k: round(v, 3) for k, v in timings.items()},
+        "video_seconds": {k: round(v, 3) for k, v in stage.items()},
+    }  # fmt: skip
+
+
+def run_mine(params: MineParams) -> dict[str, Any]:
+    """Run the flow with ``params.workers`` concurrent tasks (ephemeral Prefect, no server)."""
+    runner = ThreadPoolTaskRunner(max_workers=params.workers)
+    return mine.with_options(task_runner=runner)(params)

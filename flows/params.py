@@ -1,0 +1,74 @@
+"""Typed, validated flow parameters: checked once, at the edge, before any work starts."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from miners.embedders import parse_spec
+
+DEFAULT_EMBEDDER = "open_clip:ViT-B-32/laion2b_s34b_b79k"
+
+
+class MineParams(BaseModel):
+    """Everything one mining run needs. Units are in each description."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seeds: str = Field(
+        description="Captioned seed images: CC3M TSV, CSV/TSV/parquet/JSONL, a folder of images with .txt captions, or img2dataset tars"
+    )
+    videos: str = Field(
+        description="Videos: a text list (one path or URL a line), CSV/parquet with a url column, or a folder"
+    )
+    out: str = Field(description="Output folder (OUT): seeds, index, scans, shards, report")
+    embedder: str = Field(
+        DEFAULT_EMBEDDER, description="open_clip:MODEL[/PRETRAINED] or some.module:factory"
+    )
+    threshold: float | None = Field(
+        None,
+        ge=-1.0,
+        le=1.0,
+        description="Cosine similarity a frame needs to match a seed; unset: estimated from the seeds at false_match_rate",
+    )
+    false_match_rate: float = Field(
+        0.001,
+        gt=0.0,
+        lt=1.0,
+        description="Share of non-matching pairs allowed above the estimated threshold (used when threshold is unset)",
+    )
+    fps: float = Field(1.0, gt=0.0, le=30.0, description="Frames sampled per second of video")
+    clip_seconds: float = Field(10.0, gt=0.0, description="Length of each clip window, seconds")
+    max_clips_per_seed: int = Field(
+        10, ge=1, description="At most this many clips (videos) per seed, best first"
+    )
+    shard_size: int = Field(1000, ge=1, description="Samples per shard")
+    clip_height: int = Field(
+        360, ge=16, description="Shorter side of the cut clips at most this many pixels"
+    )
+    device: str = Field("auto", description="auto (CUDA when present), cpu, or cuda[:N]")
+    batch_size: int = Field(64, ge=1, description="Frames per embedding batch")
+    workers: int = Field(2, ge=1, description="Videos scanned (and clips cut) at once")
+    seed_workers: int = Field(16, ge=1, description="Seed images loaded at once (threads; URLs)")
+    seed_timeout: float = Field(10.0, gt=0, description="Timeout for one seed image URL, seconds")
+    fetch_timeout: float = Field(120.0, gt=0, description="Timeout for one video download, seconds")
+    max_height: int = Field(
+        360, ge=16, description="Height cap of downloaded videos (yt-dlp format choice), pixels"
+    )
+    cache_dir: str | None = Field(None, description="Where downloads go; default OUT/downloads")
+    keep_downloads: bool = Field(False, description="Keep downloaded videos after the run")
+    progress: bool = Field(
+        False, description="Show progress bars (the CLI turns them on for a terminal)"
+    )
+
+    @field_validator("embedder")
+    @classmethod
+    def _embedder_spelling(cls, v: str) -> str:
+        parse_spec(v)
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device_spelling(cls, v: str) -> str:
+        if v not in ("auto", "cpu") and not v.startswith("cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda[:N], not {v!r}")
+        return v

@@ -1,0 +1,390 @@
+"""The mining stages as plain functions over paths: seeds, one video, the clip plan, one shard.
+
+Each stage reads what the previous one left in ``OUT`` and writes its own
+result there atomically, so a rerun finds finished work and skips it, and any
+orchestrator (the Prefect flow, a Dask cluster, a plain loop) can drive them
+passing only paths and small summaries.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from miners.embedders import Embedder, fingerprint, load_embedder
+from miners.index import SeedIndex
+from miners.matching import Candidate, HitAccumulator, select_clips
+from shards.record import STATUS_FAILED, ClipRecord
+from shards.writer import atomic_write_json, shard_name, write_shard, write_table
+
+log = logging.getLogger(__name__)
+
+SEED_BATCH = 256
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_embedder(spec: str, device: str, batch_size: int) -> Embedder:
+    return load_embedder(spec, device=device, batch_size=batch_size)
+
+
+_embed_lock = threading.Lock()
+
+
+def get_embedder(spec: str, device: str = "auto", batch_size: int = 64) -> Embedder:
+    """One embedder per process and spec: models load once, not once per video."""
+    with _embed_lock:
+        return _cached_embedder(spec, device, batch_size)
+
+
+# --------------------------------------------------------------------------- seeds
+
+
+def _seed_table_hash(seeds: list) -> str:
+    h = hashlib.sha1()
+    for s in seeds:
+        h.update(f"{s.id}\t{s.caption}\t{s.image}\t{s.error}\n".encode())
+    return h.hexdigest()
+
+
+def prepare_seeds(
+    seeds_path: str,
+    out: Path,
+    *,
+    embedder: str,
+    device: str = "auto",
+    workers: int = 16,
+    timeout: float = 10.0,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Read, load and embed the seeds; write ``seeds.parquet``, ``seeds.npy``, ``seeds.index``.
+
+    Reuses the saved embeddings when the seed table and the embedder are the
+    ones that made them (``seeds.json`` records that fingerprint).
+    """
+    from miners.seeds import load_seed_images, read_seeds
+
+    out = Path(out)
+    t0 = time.monotonic()
+    seeds = read_seeds(seeds_path)
+    model = get_embedder(embedder, device)
+    fp = hashlib.sha1(
+        f"{_seed_table_hash(seeds)}|{fingerprint(embedder, model)}".encode()
+    ).hexdigest()
+    meta_path = out / "seeds.json"
+    if meta_path.exists() and (out / "seeds.npy").exists() and (out / "seeds.parquet").exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("fingerprint") == fp:
+            log.info("seeds: reusing %d embeddings in %s", meta["n_ok"], out)
+            return {**meta, "reused": True, "seconds": time.monotonic() - t0}
+
+    rows: list[dict[str, Any]] = []
+    vectors: list[np.ndarray] = []
+    batch: list[tuple[int, np.ndarray]] = []
+
+    bar = _progress(len(seeds), "seeds", progress)
+    for i, image, error in load_seed_images(
+        seeds, model.image_size, workers=workers, timeout=timeout
+    ):
+        s = seeds[i]
+        rows.append({"id": s.id, "caption": s.caption, "image": s.image,
+                     "status": "failed" if error else "ok", "error": error, "row": -1})  # fmt: skip
+        if image is not None:
+            batch.append((i, image))
+        if len(batch) >= SEED_BATCH:
+            _assign_rows_and_embed(model, batch, rows, vectors)
+        bar.update(1)
+    _assign_rows_and_embed(model, batch, rows, vectors)
+    bar.close()
+
+    emb = np.concatenate(vectors) if vectors else np.zeros((0, model.dim), np.float32)
+    out.mkdir(parents=True, exist_ok=True)
+    SeedIndex(emb).save(out)
+    write_table(out / "seeds.parquet", rows)
+    n_failed = sum(r["status"] != "ok" for r in rows)
+    meta = {"fingerprint": fp, "embedder": embedder, "dim": model.dim,
+            "image_size": model.image_size, "n_seeds": len(rows),
+            "n_ok": len(rows) - n_failed, "n_failed": n_failed}  # fmt: skip
+    atomic_write_json(meta_path, meta)
+    if n_failed:
+        log.warning("seeds: %d of %d could not be read (see seeds.parquet)", n_failed, len(rows))
+    return {**meta, "reused": False, "seconds": time.monotonic() - t0}
+
+
+def _assign_rows_and_embed(model, batch, rows, vectors) -> None:
+    """Embed a batch of loaded seed images; each seed row learns its row in ``seeds.npy``."""
+    if not batch:
+        return
+    first = sum(len(v) for v in vectors)
+    vectors.append(model.embed_images(np.stack([a for _, a in batch])))
+    for k, (i, _) in enumerate(batch):
+        rows[i]["row"] = first + k
+    batch.clear()
+
+
+def seed_captions(out: Path) -> list[tuple[str, str]]:
+    """``(id, caption)`` of every embedded seed, in index row order."""
+    df = pd.read_parquet(Path(out) / "seeds.parquet", columns=["id", "caption", "row"])
+    df = df[df["row"] >= 0].sort_values("row")
+    return list(zip(df["id"], df["caption"], strict=True))
+
+
+# --------------------------------------------------------------------------- videos
+
+
+def scan_path(out: Path, video_id: str) -> Path:
+    return Path(out) / "scans" / f"{video_id}.json"
+
+
+def scan_video(
+    video: dict[str, Any],
+    out: Path,
+    *,
+    embedder: str,
+    device: str = "auto",
+    threshold: float,
+    fps: float = 1.0,
+    batch_size: int = 64,
+    cache_dir: Path | None = None,
+    fetch_timeout: float = 120.0,
+    max_height: int = 360,
+) -> dict[str, Any]:
+    """Fetch one video, sample and embed its frames, and find its seed candidates.
+
+    ``video`` is ``{"url", "video_id", "meta"}``. The result (status, error,
+    duration, counts, candidates) is written to ``OUT/scans/VIDEO_ID.json`` and
+    returned; an existing result is returned as is. A video that cannot be
+    fetched or decoded is a failed result, never an exception.
+    """
+    from miners.fetch import FetchError, fetch_video, remove_download
+    from miners.frames import iter_frames
+    from miners.probe import VideoError, probe
+
+    out = Path(out)
+    path = scan_path(out, video["video_id"])
+    if path.exists():
+        return json.loads(path.read_text())
+    result: dict[str, Any] = {
+        "video": video["url"], "video_id": video["video_id"], "meta": video.get("meta", {}),
+        "status": "ok", "error": None, "duration": None, "n_frames": 0, "n_matches": 0,
+        "candidates": [], "local_path": None, "downloaded": False, "source": {},
+        "timings": {"fetch": 0.0, "decode": 0.0, "embed": 0.0},
+    }  # fmt: skip
+    t0 = time.monotonic()
+    fetched = None
+    try:
+        fetched = fetch_video(video["url"], Path(cache_dir or out / "downloads"),
+                              timeout=fetch_timeout, max_height=max_height)  # fmt: skip
+        result["timings"]["fetch"] = time.monotonic() - t0
+        result["local_path"], result["downloaded"] = str(fetched.path), fetched.downloaded
+        info = probe(fetched.path)
+        result["duration"] = info.duration
+        result["source"] = {"width": info.width, "height": info.height, "fps": info.fps,
+                            "has_audio": info.has_audio}  # fmt: skip
+        model = get_embedder(embedder, device, batch_size)
+        index = _cached_index(str(out))
+        acc, times = HitAccumulator(), []
+        t_embed = 0.0
+        for batch_times, frames in iter_frames(fetched.path, fps=fps, size=model.image_size,
+                                               batch_size=batch_size):  # fmt: skip
+            te = time.monotonic()
+            emb = model.embed_images(frames)
+            rows, seeds, sims = index.search(emb, threshold)
+            t_embed += time.monotonic() - te
+            base = len(times)
+            times.extend(batch_times.tolist())
+            acc.add(rows + base, np.asarray(times), seeds, sims)
+        result["n_frames"], result["n_matches"] = len(times), acc.n_hits
+        result["candidates"] = [c.to_dict() for c in acc.candidates(video["video_id"])]
+        result["timings"]["embed"] = t_embed
+        result["timings"]["decode"] = time.monotonic() - t0 - result["timings"]["fetch"] - t_embed
+    except FetchError as e:
+        result.update(status="failed", error=f"fetch {e}")
+    except VideoError as e:
+        result.update(status="failed", error=f"decode: {e}")
+    if fetched is not None and fetched.downloaded and not result["candidates"]:
+        remove_download(fetched)  # nothing to cut from it
+        result["local_path"] = None
+    result["seconds"] = time.monotonic() - t0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, result)
+    return result
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_index(out: str) -> SeedIndex:
+    return SeedIndex.load(Path(out))
+
+
+def failed_scan(video: dict[str, Any], error: str) -> dict[str, Any]:
+    """The result of a video whose scan raised where it should not have: still a row."""
+    return {"video": video["url"], "video_id": video["video_id"], "meta": video.get("meta", {}),
+            "status": "failed", "error": error, "duration": None, "n_frames": 0,
+            "n_matches": 0, "candidates": [], "local_path": None, "downloaded": False,
+            "source": {}, "timings": {}}  # fmt: skip
+
+
+# --------------------------------------------------------------------------- plan
+
+
+def plan_clips(
+    out: Path,
+    scans: list[dict[str, Any]],
+    *,
+    clip_seconds: float = 10.0,
+    max_clips_per_seed: int = 10,
+    shard_size: int = 1000,
+) -> list[dict[str, Any]]:
+    """Choose the clips over all scanned videos and assign them to shards.
+
+    Writes ``OUT/plan.json`` (clips with their shard) and returns one entry a
+    shard: ``{"index": i, "keys": [...]}``.
+    """
+    out = Path(out)
+    seeds = seed_captions(out)
+    videos = {s["video_id"]: {"video": s["video"], "duration": s["duration"], "source": s["source"]}
+              for s in scans if s["status"] == "ok"}  # fmt: skip
+    candidates = [Candidate(**c) for s in scans if s["status"] == "ok" for c in s["candidates"]]
+    clips = select_clips(candidates, videos=videos, seeds=seeds, clip_seconds=clip_seconds,
+                         max_clips_per_seed=max_clips_per_seed)  # fmt: skip
+    shards = []
+    for n, i in enumerate(range(0, len(clips), shard_size)):
+        shards.append({"index": n, "keys": [c.key for c in clips[i : i + shard_size]]})
+    plan = {"clips": [c.to_dict() for c in clips], "shards": shards}
+    atomic_write_json(out / "plan.json", plan)
+    return shards
+
+
+def load_plan(out: Path) -> dict[str, Any]:
+    return json.loads((Path(out) / "plan.json").read_text())
+
+
+# --------------------------------------------------------------------------- shards
+
+
+def shard_is_done(out: Path, shard: dict[str, Any]) -> bool:
+    """Complete and made from the same clips as planned now."""
+    stats = Path(out) / "shards" / f"{shard_name(shard['index'])}_stats.json"
+    return stats.exists() and json.loads(stats.read_text()).get("keys") == shard["keys"]
+
+
+def build_shard(
+    out: Path,
+    shard: dict[str, Any],
+    *,
+    clip_height: int = 360,
+    workers: int = 2,
+    cache_dir: Path | None = None,
+    fetch_timeout: float = 120.0,
+    max_height: int = 360,
+) -> dict[str, Any]:
+    """Cut the planned clips of one shard and write it; skip it when already done."""
+    out = Path(out)
+    if shard_is_done(out, shard):
+        return {"index": shard["index"], "skipped": True,
+                **json.loads((out / "shards" / f"{shard_name(shard['index'])}_stats.json").read_text())}  # fmt: skip
+    plan = load_plan(out)
+    wanted = set(shard["keys"])
+    records = [ClipRecord.from_dict(c) for c in plan["clips"] if c["key"] in wanted]
+    scans = {r.video_id: json.loads(scan_path(out, r.video_id).read_text()) for r in records}
+    t0 = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix=f".cut-{shard_name(shard['index'])}-", dir=out))
+    try:
+        sources = _SourceCache(Path(cache_dir or out / "downloads"), fetch_timeout, max_height)
+        cut = functools.partial(
+            _cut_one, work=work, scans=scans, sources=sources, clip_height=clip_height
+        )
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            list(pool.map(cut, records))
+        stats = write_shard(out / "shards", shard["index"], records)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"index": shard["index"], "skipped": False, "seconds": time.monotonic() - t0, **stats}
+
+
+class _SourceCache:
+    """Local paths of source videos; re-fetches one whose download was removed."""
+
+    def __init__(self, cache_dir: Path, timeout: float, max_height: int):
+        self.cache_dir, self.timeout, self.max_height = cache_dir, timeout, max_height
+        self._lock = threading.Lock()
+        self._paths: dict[str, Path] = {}
+
+    def path(self, scan: dict[str, Any]) -> Path:
+        from miners.fetch import fetch_video
+
+        with self._lock:
+            vid = scan["video_id"]
+            if vid not in self._paths:
+                local = scan.get("local_path")
+                if local and Path(local).exists():
+                    self._paths[vid] = Path(local)
+                else:
+                    fetched = fetch_video(scan["video"], self.cache_dir, timeout=self.timeout,
+                                          max_height=self.max_height)  # fmt: skip
+                    self._paths[vid] = fetched.path
+            return self._paths[vid]
+
+
+def _cut_one(
+    record: ClipRecord, *, work: Path, scans, sources: _SourceCache, clip_height: int
+) -> None:
+    """Cut one clip into ``work``; a failure marks the record failed with its error."""
+    from miners.cut import cut_clip
+    from miners.fetch import FetchError
+    from miners.probe import VideoError
+
+    scan = scans[record.video_id]
+    try:
+        src = sources.path(scan)
+        res = cut_clip(src, record.start, record.end, work, record.key, match_time=record.match_time,
+                       height=clip_height, has_audio=bool(scan["source"].get("has_audio")))  # fmt: skip
+        record.mp4, record.jpg = str(res.mp4), str(res.jpg)
+        record.flac = str(res.flac) if res.flac else None
+    except (FetchError, VideoError, OSError) as e:
+        record.status, record.error = STATUS_FAILED, f"cut: {e}"
+        log.warning("clip %s failed: %s", record.key, e)
+
+
+# --------------------------------------------------------------------------- run outputs
+
+
+def write_videos_table(out: Path, scans: list[dict[str, Any]], plan: dict[str, Any]) -> None:
+    """``OUT/videos.parquet``: a row for every input video, failed ones with their error."""
+    n_clips: dict[str, int] = {}
+    for c in plan["clips"]:
+        n_clips[c["video_id"]] = n_clips.get(c["video_id"], 0) + 1
+    rows = [
+        {"video": s["video"], "video_id": s["video_id"], "status": s["status"], "error": s["error"],
+         "duration": s["duration"], "n_frames": s["n_frames"], "n_matches": s["n_matches"],
+         "n_clips": n_clips.get(s["video_id"], 0), "meta": json.dumps(s.get("meta") or {})}
+        for s in scans
+    ]  # fmt: skip
+    write_table(Path(out) / "videos.parquet", rows)
+
+
+def remove_downloads(scans: list[dict[str, Any]]) -> int:
+    """Delete the downloaded sources the run kept for cutting; returns how many."""
+    n = 0
+    for s in scans:
+        if s.get("downloaded") and s.get("local_path") and Path(s["local_path"]).exists():
+            Path(s["local_path"]).unlink()
+            n += 1
+    return n
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="it", disable=not enabled, leave=False)
