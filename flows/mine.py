@@ -12,14 +12,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.params import MineParams
 from miners import pipeline
-from miners.calibrate import estimate_threshold, seed_pair_similarities
+from miners.calibrate import calibrate
 from miners.videos import read_videos
 from shards.writer import atomic_write_json
 
@@ -53,11 +52,15 @@ def _cache_dir(params: MineParams) -> Path:
     return Path(params.cache_dir) if params.cache_dir else Path(params.out) / "downloads"
 
 
-def auto_threshold(out: Path, false_match_rate: float) -> dict[str, Any]:
-    """The threshold from seed-vs-seed similarities (``capmine calibrate`` adds frames)."""
-    emb = np.load(Path(out) / "seeds.npy")
-    est = estimate_threshold({"seed_pairs": seed_pair_similarities(emb)}, false_match_rate)
-    return est | {"basis": "seed pairs"}
+@task(name="calibrate-threshold")
+def auto_threshold(params: MineParams) -> dict[str, Any]:
+    """Estimate the threshold on a sample of this run's own seeds and videos."""
+    est = calibrate(
+        params.seeds, params.videos, embedder=params.embedder, device=params.device,
+        false_match_rate=params.false_match_rate, fps=params.fps, max_seeds=500,
+        max_videos=20, max_frames_per_video=60, seed_workers=params.seed_workers,
+    )  # fmt: skip
+    return est | {"basis": f"calibrated on {est['n_seeds']} seeds, {est['n_frames']} frames"}
 
 
 @flow(name="mine", task_runner=ThreadPoolTaskRunner(max_workers=2))
@@ -78,10 +81,10 @@ def mine(params: MineParams) -> dict[str, Any]:
     if seeds["n_ok"] == 0:
         raise ValueError(f"no seed in {params.seeds} could be read; see {out / 'seeds.parquet'}")
     if params.threshold is None:
-        calib = auto_threshold(out, params.false_match_rate)
+        calib = auto_threshold(params)
         threshold = calib["threshold"]
-        logger.info("threshold %.4f estimated from %s at false-match rate %g", threshold,
-                    calib["basis"], params.false_match_rate)  # fmt: skip
+        logger.info("threshold %.4f %s, false-match rate %g", threshold, calib["basis"],
+                    params.false_match_rate)  # fmt: skip
     else:
         threshold, calib = params.threshold, {"threshold": params.threshold, "basis": "given"}
     t_seeds = time.monotonic() - t0

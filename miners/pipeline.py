@@ -164,7 +164,8 @@ def scan_video(
 
     ``video`` is ``{"url", "video_id", "meta"}``. The result (status, error,
     duration, counts, candidates) is written to ``OUT/scans/VIDEO_ID.json`` and
-    returned; an existing result is returned as is. A video that cannot be
+    returned; a result made with the same seeds, embedder, threshold and fps is
+    returned as is. A video that cannot be
     fetched or decoded is a failed result, never an exception.
     """
     from miners.fetch import FetchError, fetch_video, remove_download
@@ -173,9 +174,14 @@ def scan_video(
 
     out = Path(out)
     path = scan_path(out, video["video_id"])
+    settings = {"embedder": embedder, "threshold": threshold, "fps": fps,
+                "seeds": json.loads((out / "seeds.json").read_text())["fingerprint"]}  # fmt: skip
     if path.exists():
-        return json.loads(path.read_text())
+        previous = json.loads(path.read_text())
+        if previous.get("settings") == settings:
+            return previous
     result: dict[str, Any] = {
+        "settings": settings,
         "video": video["url"], "video_id": video["video_id"], "meta": video.get("meta", {}),
         "status": "ok", "error": None, "duration": None, "n_frames": 0, "n_matches": 0,
         "candidates": [], "local_path": None, "downloaded": False, "source": {},

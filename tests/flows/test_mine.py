@@ -70,7 +70,7 @@ def _pairs(samples):
 def test_calibrated_threshold_separates_planted_from_null(mined):
     _, _, _, _, calib = mined
     assert 0.0 < calib["threshold"] < 0.8, calib
-    assert set(calib["nulls"]) == {"seed_pairs", "frames_vs_scrambled_seeds"}
+    assert set(calib["nulls"]) == {"seed_vs_other_seeds", "frame_vs_scrambled_seeds"}
 
 
 def test_planted_pairs_are_found_with_caption_and_time(mined):
