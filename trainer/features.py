@@ -1,0 +1,458 @@
+"""Frozen-tower features, computed once per clip and cached beside the shards.
+
+The CLIP image and text towers never change during training, so the video
+frames, the matched ``jpg`` and every caption are embedded once, here, and
+training epochs read small float16 arrays instead of decoding video and
+running CLIP again. Only audio (random crops) is read from the tars per epoch.
+
+Cache layout, one folder per (embedder, frames a clip)::
+
+    <shard_dir>/features/<sha1(embedder_id|n_frames)[:12]>/
+        meta.json        embedder_id, n_frames, dim, image_size
+        00000.npz        keys (N,) str, video (N,T,D) f16, image (N,D) f16,
+                         text (sum C,D) f16, text_offsets (N+1,) int64,
+                         captions (sum C,) str, has_flac (N,) bool,
+                         failed_keys, failed_errors (str)
+
+A shard's ``.npz`` is written atomically and last, so it marks the shard done;
+a rerun skips shards whose file exists. A sample that does not decode is
+skipped, logged and listed in ``failed_keys`` with its error, never a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import subprocess
+import tarfile
+import tempfile
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+DECODE_CHUNK = 16  # clips a single ffmpeg process decodes
+
+
+class DecodeError(ValueError):
+    """A sample's media could not be decoded."""
+
+
+def expand_shards(shards: str | list[str]) -> list[str]:
+    """A brace pattern (``dir/{00000..00009}.tar``), a ``::``-separated string or a list."""
+    import braceexpand
+
+    items = [shards] if isinstance(shards, str) else list(shards)
+    out: list[str] = []
+    for item in items:
+        for part in str(item).split("::"):
+            out.extend(braceexpand.braceexpand(part))
+    return out
+
+
+def shard_stem(shard: str | Path) -> str:
+    """``.../00003.tar`` -> ``00003``: the name a shard's cache file takes."""
+    name = Path(str(shard)).name
+    return name[:-4] if name.endswith(".tar") else name
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _video_filter(size: int) -> str:
+    """The mining preprocessing (miners/frames.py): square pixels, shorter side to
+    ``size`` (bicubic), centre crop."""
+    return (
+        "scale=iw*sar:ih,setsar=1,"
+        f"scale={size}:{size}:force_original_aspect_ratio=increase:flags=bicubic,"
+        f"crop={size}:{size}"
+    )
+
+
+def decode_frames(mp4: bytes | str | Path, n_frames: int, size: int) -> np.ndarray:
+    """``n_frames`` frames uniformly spaced over the clip -> uint8 (n_frames, size, size, 3).
+
+    ffmpeg decodes every frame, scaled and cropped, and frame ``floor((i + 0.5) *
+    N / n_frames)`` of the ``N`` decoded ones is kept: the centres of equal time
+    slices. A clip with fewer than ``n_frames`` frames is padded by repeating its
+    last frame. Bytes go through a temp file (an mp4 whose index sits at the end
+    cannot be read from a pipe). Raises :class:`DecodeError`.
+    """
+    if isinstance(mp4, bytes | bytearray):
+        with tempfile.NamedTemporaryFile(suffix=".mp4") as f:
+            f.write(mp4)
+            f.flush()
+            return _decode_frames_file(f.name, n_frames, size)
+    return _decode_frames_file(str(mp4), n_frames, size)
+
+
+def _decode_frames_file(path: str, n_frames: int, size: int) -> np.ndarray:
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-threads", "1", "-i", path, "-map", "0:v:0"]
+    cmd += ["-vf", _video_filter(size), "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+    proc = subprocess.run(cmd, capture_output=True)
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise DecodeError(f"video did not decode: {err[-1] if err else 'ffmpeg failed'}")
+    return _pick_frames(proc.stdout, n_frames, size)
+
+
+def _pick_frames(raw: bytes, n_frames: int, size: int) -> np.ndarray:
+    """The centres of ``n_frames`` equal slices of the decoded frames; the last repeated
+    when there are fewer."""
+    frame_bytes = size * size * 3
+    n = len(raw) // frame_bytes
+    if n == 0:
+        raise DecodeError("video did not decode: no frames")
+    frames = np.frombuffer(raw[: n * frame_bytes], np.uint8).reshape(n, size, size, 3)
+    if n >= n_frames:
+        idx = np.floor((np.arange(n_frames) + 0.5) * n / n_frames).astype(int)
+    else:
+        idx = np.concatenate([np.arange(n), np.full(n_frames - n, n - 1)])
+    return frames[idx].copy()
+
+
+def decode_frames_many(
+    mp4s: list[bytes], n_frames: int, size: int
+) -> list[np.ndarray | DecodeError]:
+    """:func:`decode_frames` of several clips with one ffmpeg process (N inputs, N raw
+    outputs): starting ffmpeg costs more than decoding a short tiny clip. When the
+    run fails it is split in halves until each bad clip is alone and gets its own
+    :class:`DecodeError` in its place."""
+    if not mp4s:
+        return []
+    if len(mp4s) == 1:
+        try:
+            return [decode_frames(mp4s[0], n_frames, size)]
+        except DecodeError as e:
+            return [e]
+    with tempfile.TemporaryDirectory(prefix="capmine-frames-") as tmp:
+        cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-threads", "1"]
+        for i, data in enumerate(mp4s):
+            src = Path(tmp) / f"{i}.mp4"
+            src.write_bytes(data)
+            cmd += ["-i", str(src)]
+        for i in range(len(mp4s)):
+            cmd += ["-map", f"{i}:v:0", "-vf", _video_filter(size), "-f", "rawvideo"]
+            cmd += ["-pix_fmt", "rgb24", str(Path(tmp) / f"{i}.raw")]
+        if subprocess.run(cmd, capture_output=True).returncode == 0:
+            out: list[np.ndarray | DecodeError] = []
+            for i in range(len(mp4s)):
+                try:
+                    out.append(_pick_frames((Path(tmp) / f"{i}.raw").read_bytes(), n_frames, size))
+                except DecodeError as e:
+                    out.append(e)
+            return out
+    half = len(mp4s) // 2
+    return decode_frames_many(mp4s[:half], n_frames, size) + decode_frames_many(
+        mp4s[half:], n_frames, size
+    )
+
+
+def decode_image(data: bytes, size: int) -> np.ndarray:
+    """Encoded image -> (size, size, 3) uint8: shorter side to ``size`` (bicubic), centre
+    crop, as the mining run preprocessed seeds (miners/images.py)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        image = ImageOps.exif_transpose(image).convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise DecodeError(f"image did not decode: {e}") from e
+    w, h = image.size
+    if w <= h:
+        new = (size, max(size, int(h * size / w)))
+    else:
+        new = (max(size, int(w * size / h)), size)
+    if new != image.size:
+        image = image.resize(new, Image.Resampling.BICUBIC)
+    left, top = (image.width - size) // 2, (image.height - size) // 2
+    return np.asarray(image.crop((left, top, left + size, top + size)), np.uint8).copy()
+
+
+def iter_raw_samples(tar_path: str | Path) -> Iterator[dict[str, Any]]:
+    """Samples as ``{"__key__": K, ext: bytes}``, grouped by the name before the first
+    dot (webdataset's rule), nothing decoded, so one bad json spoils only its sample."""
+    current: dict[str, Any] | None = None
+    with tarfile.open(tar_path, "r") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            key, _, ext = Path(member.name).name.partition(".")
+            data = tar.extractfile(member).read()  # type: ignore[union-attr]
+            if current is not None and current["__key__"] != key:
+                yield current
+                current = None
+            if current is None:
+                current = {"__key__": key}
+            current[ext] = data
+    if current is not None:
+        yield current
+
+
+def sample_captions(sample: dict[str, Any]) -> list[str]:
+    """The caption texts, best first: the json's ``captions``, else the ``txt``."""
+    captions: list[str] = []
+    if "json" in sample:
+        meta = sample["json"]
+        if isinstance(meta, bytes | str):
+            meta = json.loads(meta)
+        captions = [c["caption"] for c in meta.get("captions", []) if c.get("caption")]
+    if not captions and sample.get("txt"):
+        txt = sample["txt"]
+        captions = [txt.decode("utf-8") if isinstance(txt, bytes) else txt]
+    return captions
+
+
+# --------------------------------------------------------------------------- the cache
+
+
+def recorded_embedder(shard: str | Path) -> str | None:
+    """The ``embedder`` the mining run recorded in ``OUT/seeds.json`` for shards in
+    ``OUT/shards/`` (``shard`` is a tar or that folder); None when there is none."""
+    path = Path(str(shard))
+    folder = path.parent if path.suffix == ".tar" else path
+    seeds = folder.parent / "seeds.json"
+    if not seeds.exists():
+        return None
+    return json.loads(seeds.read_text()).get("embedder")
+
+
+def cache_dir_for(shard_dir: str | Path, embedder_id: str, n_frames: int) -> Path:
+    """``<shard_dir>/features/<sha1(embedder_id|n_frames)[:12]>``: a new embedder or
+    frame count gets a new folder, never stale features."""
+    digest = hashlib.sha1(f"{embedder_id}|{n_frames}".encode()).hexdigest()[:12]
+    return Path(shard_dir) / "features" / digest
+
+
+def _check_sample(sample: dict[str, Any], size: int):
+    """(key, image, captions, has_flac) or (key, error string); the video comes later."""
+    key = sample["__key__"]
+    try:
+        if "mp4" not in sample:
+            raise DecodeError("no mp4")
+        if "jpg" not in sample:
+            raise DecodeError("no jpg")
+        try:
+            captions = sample_captions(sample)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise DecodeError(f"bad json: {e}") from e
+        if not captions:
+            raise DecodeError("no caption")
+        image = decode_image(sample["jpg"], size)
+    except DecodeError as e:
+        return key, str(e)
+    return key, image, captions, "flac" in sample
+
+
+def _decode_chunk(samples: list[dict[str, Any]], n_frames: int, size: int) -> list[tuple]:
+    """Per sample, in order: (key, frames, image, captions, has_flac) or (key, error)."""
+    checked = [_check_sample(s, size) for s in samples]
+    ok = [i for i, c in enumerate(checked) if len(c) == 4]
+    videos = decode_frames_many([samples[i]["mp4"] for i in ok], n_frames, size)
+    out: list[tuple] = list(checked)
+    for i, frames in zip(ok, videos, strict=True):
+        key, image, captions, has_flac = checked[i]
+        out[i] = (
+            (key, str(frames))
+            if isinstance(frames, DecodeError)
+            else (key, frames, image, captions, has_flac)
+        )
+    return out
+
+
+def _chunks(items: Iterator, n: int) -> Iterator[list]:
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _ordered_map(pool: ThreadPoolExecutor, fn, items, ahead: int) -> Iterator:
+    """``pool.map`` that reads at most ``ahead`` items in advance (Executor.map would
+    pull the whole tar into memory at once)."""
+    window: deque = deque()
+    try:
+        for item in items:
+            window.append(pool.submit(fn, item))
+            if len(window) >= ahead:
+                yield window.popleft().result()
+    except (tarfile.TarError, OSError):  # a tar that breaks off: finish what is in flight
+        while window:
+            yield window.popleft().result()
+        raise
+    while window:
+        yield window.popleft().result()
+
+
+def _embed_in_batches(fn, items, batch_size: int) -> np.ndarray:
+    return np.concatenate([fn(items[i : i + batch_size]) for i in range(0, len(items), batch_size)])
+
+
+def _shard_features(
+    tar: str, embedder, n_frames: int, batch_size: int, workers: int
+) -> dict[str, np.ndarray]:
+    size, dim = int(embedder.image_size), int(embedder.dim)
+    keys, videos, images, texts, offsets, captions, flacs = [], [], [], [], [0], [], []
+    failed: list[tuple[str, str]] = []
+    pending: list[tuple[str, np.ndarray, np.ndarray, list[str], bool]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        frames = np.concatenate([p[1] for p in pending])
+        vid = _embed_in_batches(embedder.embed_images, frames, batch_size)
+        img = _embed_in_batches(
+            embedder.embed_images, np.stack([p[2] for p in pending]), batch_size
+        )
+        caps = [c for p in pending for c in p[3]]
+        txt = _embed_in_batches(embedder.embed_texts, caps, batch_size)
+        for i, (key, _, _, cs, has_flac) in enumerate(pending):
+            keys.append(key)
+            flacs.append(has_flac)
+            videos.append(vid[i * n_frames : (i + 1) * n_frames])
+            images.append(img[i])
+            offsets.append(offsets[-1] + len(cs))
+            captions.extend(cs)
+        texts.append(txt)
+        pending.clear()
+
+    try:
+        chunks = _chunks(iter_raw_samples(tar), DECODE_CHUNK)
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            # ffmpeg runs in subprocesses, so threads decode in parallel; the map keeps tar order
+            decode = lambda c: _decode_chunk(c, n_frames, size)  # noqa: E731
+            for results in _ordered_map(pool, decode, chunks, ahead=max(1, workers)):
+                for result in results:
+                    if len(result) == 2:
+                        failed.append(result)
+                        log.warning("features: skipping %s in %s: %s", result[0], tar, result[1])
+                        continue
+                    pending.append(result)
+                    if len(pending) * n_frames >= batch_size:
+                        flush()
+    except (tarfile.TarError, OSError) as e:  # a truncated tar keeps what was read
+        failed.append(("__tar__", f"tar unreadable: {e}"))
+        log.warning("features: %s is unreadable after %d samples: %s", tar, len(keys), e)
+    flush()
+    n = len(keys)
+    return {
+        "keys": np.array(keys, dtype=str),
+        "video": np.stack(videos).astype(np.float16)
+        if n
+        else np.zeros((0, n_frames, dim), np.float16),
+        "image": np.stack(images).astype(np.float16) if n else np.zeros((0, dim), np.float16),
+        "text": np.concatenate(texts).astype(np.float16)
+        if texts
+        else np.zeros((0, dim), np.float16),
+        "text_offsets": np.array(offsets, dtype=np.int64),
+        "has_flac": np.array(flacs, dtype=bool),
+        "captions": np.array(captions, dtype=str),
+        "failed_keys": np.array([k for k, _ in failed], dtype=str),
+        "failed_errors": np.array([e for _, e in failed], dtype=str),
+    }
+
+
+def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def precompute_features(
+    shards: str | list[str],
+    embedder,
+    *,
+    embedder_id: str,
+    n_frames: int = 8,
+    cache_dir: Path | None = None,
+    batch_size: int = 64,
+    progress: bool = False,
+    workers: int = 4,
+) -> Path:
+    """Embed every clip's frames, jpg and captions once; one ``.npz`` a shard.
+
+    ``embedder`` is the frozen tower (``dim``, ``image_size``, ``embed_images``,
+    ``embed_texts``); ``embedder_id`` names it in the cache path (e.g. the
+    ``embedder`` of ``OUT/seeds.json``). ``cache_dir`` defaults to
+    :func:`cache_dir_for` the first shard's folder. Shards whose file exists are
+    skipped. ``workers`` threads run ffmpeg. Returns the cache folder.
+    """
+    tars = expand_shards(shards)
+    if not tars:
+        raise ValueError("precompute_features: no shards given")
+    missing = [t for t in tars if not Path(t).is_file()]
+    if missing:  # a wrong path is a bad run, not an empty shard
+        raise FileNotFoundError(f"precompute_features: no such shard(s): {missing[:3]}")
+    cache = (
+        Path(cache_dir) if cache_dir else cache_dir_for(Path(tars[0]).parent, embedder_id, n_frames)
+    )
+    cache.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "embedder_id": embedder_id,
+        "n_frames": n_frames,
+        "dim": int(embedder.dim),
+        "image_size": int(embedder.image_size),
+    }
+    meta_path = cache / "meta.json"
+    if not meta_path.exists():
+        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    todo = [t for t in tars if not (cache / f"{shard_stem(t)}.npz").exists()]
+    if progress:
+        from tqdm import tqdm
+
+        todo = tqdm(todo, desc="features", unit="shard")
+    for tar in todo:
+        arrays = _shard_features(tar, embedder, n_frames, batch_size, workers)
+        _atomic_savez(cache / f"{shard_stem(tar)}.npz", arrays)
+        log.info(
+            "features: %s: %d clips, %d skipped",
+            tar,
+            len(arrays["keys"]),
+            len(arrays["failed_keys"]),
+        )
+    return cache
+
+
+def load_shard_arrays(cache_dir: str | Path, shard_name: str) -> dict[str, np.ndarray]:
+    """The raw arrays of one shard's cache file; raises FileNotFoundError when not computed."""
+    path = Path(cache_dir) / f"{shard_stem(shard_name)}.npz"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no cached features for shard {shard_name} in {cache_dir}: run precompute_features first"
+        )
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def load_shard_features(cache_dir: str | Path, shard_name: str) -> dict[str, dict[str, Any]]:
+    """``{key: {"video": (T,D) f32, "image": (D,) f32, "texts": (C,D) f32, "captions": [str]}}``."""
+    a = load_shard_arrays(cache_dir, shard_name)
+    off = a["text_offsets"]
+    out = {}
+    for i, key in enumerate(a["keys"].tolist()):
+        out[key] = {
+            "video": a["video"][i].astype(np.float32),
+            "image": a["image"][i].astype(np.float32),
+            "texts": a["text"][off[i] : off[i + 1]].astype(np.float32),
+            "captions": a["captions"][off[i] : off[i + 1]].tolist(),
+        }
+    return out
