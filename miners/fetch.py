@@ -8,21 +8,37 @@ Three routes, chosen by the URL alone (no probing request):
   half-written file is never mistaken for a video;
 * any other ``http(s)`` URL is a page and goes to yt-dlp, used as a library.
 
-Every failure is a :class:`FetchError` with a ``kind`` that says whether trying
-again could help (``rate_limited``, ``server_error``, ``network``, ``timeout``)
-or not (``not_found``, ``forbidden``, ``too_large``, ``corrupt``,
-``unsupported``, ``ytdlp``); the message keeps the underlying error's text.
+Every failure is a :class:`FetchError` whose ``kind`` says whether trying again
+could help. :data:`TRANSIENT` kinds (``rate_limited``, ``server_error``,
+``network``, ``timeout``) are retried with exponential backoff
+(:class:`RetryPolicy`); the others fail at once: ``not_found``, ``forbidden``,
+``private``, ``removed``, ``geo_blocked``, ``bot_check``, ``too_large``,
+``unsupported``, ``ytdlp`` and ``corrupt``. A body cut short (fewer bytes than
+Content-Length, a chunked stream that breaks off) is ``network``, so retried;
+``corrupt`` is a complete answer that is not a video (an empty body, an HTML
+page for a ``.mp4`` URL, an empty local file), which another try would repeat.
+The message keeps the underlying error's text and, after retries, says how many
+attempts were made.
+
+Remote fetches go through a :class:`HostLimiter`: request starts to one host
+are spaced by a minimum interval and concurrency is bounded per host and in
+all. The module's :data:`DEFAULT_LIMITER` is shared by the threads of a process
+(each Dask worker process has its own); local files are never limited.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import re
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -41,6 +57,10 @@ FETCH_ERROR_KINDS = frozenset(
     {
         "not_found",
         "forbidden",
+        "private",
+        "removed",
+        "geo_blocked",
+        "bot_check",
         "rate_limited",
         "server_error",
         "network",
@@ -51,20 +71,169 @@ FETCH_ERROR_KINDS = frozenset(
         "ytdlp",
     }
 )
+# kinds another try may cure; "corrupt" is not one (see the module docstring)
+TRANSIENT = frozenset({"rate_limited", "server_error", "network", "timeout"})
 _CHUNK = 1 << 20
 _WALL_FACTOR = 30  # whole-download limit, in units of the per-read timeout
 
 
 class FetchError(Exception):
-    """A video that could not be fetched; ``kind`` names why, for counts and retries."""
+    """A video that could not be fetched; ``kind`` names why, for counts and retries.
 
-    def __init__(self, kind: str, url: str, detail: str) -> None:
+    ``retry_after`` is the server's Retry-After in seconds, when it sent one;
+    ``attempts`` is how many tries the fetch made.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        url: str,
+        detail: str,
+        *,
+        retry_after: float | None = None,
+        attempts: int = 1,
+    ) -> None:
         if kind not in FETCH_ERROR_KINDS:
             raise ValueError(f"unknown fetch error kind {kind!r}")
         super().__init__(f"{kind}: {url}: {detail}")
         self.kind = kind
         self.url = url
         self.detail = detail
+        self.retry_after = retry_after
+        self.attempts = attempts
+
+    @property
+    def transient(self) -> bool:
+        """True when trying again later may succeed."""
+        return self.kind in TRANSIENT
+
+    def __reduce__(self):  # keyword fields survive pickling (Dask moves errors between processes)
+        return _rebuild_error, (self.kind, self.url, self.detail, self.retry_after, self.attempts)
+
+
+def _rebuild_error(
+    kind: str, url: str, detail: str, retry_after: float | None, attempts: int
+) -> FetchError:
+    return FetchError(kind, url, detail, retry_after=retry_after, attempts=attempts)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a fetch retries transient errors: exponential backoff with jitter.
+
+    After failed attempt ``i`` (0-based) it waits ``base_delay * 2**i`` seconds,
+    plus up to ``jitter`` times that at random (so workers that failed together
+    do not come back together), never more than ``max_delay``. A server's
+    Retry-After (429, 503) replaces the backoff, capped at ``max_delay``.
+    ``sleep`` is injectable so tests need not wait.
+    """
+
+    attempts: int = 3  # tries in all, the first included; 1 means no retry
+    base_delay: float = 1.0  # seconds before the first retry
+    max_delay: float = 30.0  # seconds, cap on any one wait, Retry-After included
+    jitter: float = 0.2  # fraction of the backoff added at random
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"attempts must be at least 1, got {self.attempts}")
+        if self.base_delay < 0 or self.max_delay < 0 or self.jitter < 0:
+            raise ValueError("base_delay, max_delay and jitter must not be negative")
+
+    def delay(self, failed: int, retry_after: float | None = None) -> float:
+        """Seconds to wait after failed attempt ``failed`` (0-based)."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_delay)
+        backoff = self.base_delay * 2**failed
+        return min(backoff * (1.0 + self.jitter * random.random()), self.max_delay)
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+class HostLimiter:
+    """Per-host politeness for a process: spaced request starts, bounded concurrency.
+
+    A request to a host starts at least ``min_interval`` seconds after the
+    previous start to that host; at most ``per_host`` requests run on one host
+    and ``total`` in all. Thread-safe; a limiter pickles as a fresh one with the
+    same settings (its locks and counters stay in the process that made them).
+    The settings may be changed on a live limiter; they are read on each use.
+    """
+
+    def __init__(self, min_interval: float = 0.5, per_host: int = 4, total: int = 16) -> None:
+        if min_interval < 0 or per_host < 1 or total < 1:
+            raise ValueError("min_interval must be >= 0, per_host and total >= 1")
+        self.min_interval = min_interval  # seconds between request starts to one host
+        self.per_host = per_host  # requests running at once on one host
+        self.total = total  # requests running at once on all hosts
+        self._reset()
+
+    def _reset(self) -> None:
+        self._cond = threading.Condition()
+        self._running: dict[str, int] = {}
+        self._next_start: dict[str, float] = {}  # monotonic time a host's next start may be
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"min_interval": self.min_interval, "per_host": self.per_host, "total": self.total}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    @contextmanager
+    def slot(self, url: str) -> Iterator[None]:
+        """Hold one of ``url``'s host slots, from its allotted start time until the block ends."""
+        host = host_key(url)
+        start = self._acquire(host)
+        try:
+            wait = start - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            yield
+        finally:
+            self._release(host)
+
+    def _acquire(self, host: str) -> float:
+        """Take a concurrency slot and reserve the next start time on ``host``."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._has_room(host))
+            self._running[host] = self._running.get(host, 0) + 1
+            now = time.monotonic()
+            start = max(now, self._next_start.get(host, now))
+            self._next_start[host] = start + self.min_interval
+            return start
+
+    def _has_room(self, host: str) -> bool:
+        """Under both caps; called with the lock held."""
+        running = self._running.get(host, 0)
+        return running < self.per_host and sum(self._running.values()) < self.total
+
+    def _release(self, host: str) -> None:
+        with self._cond:
+            self._running[host] -= 1
+            if not self._running[host]:
+                del self._running[host]
+            if len(self._next_start) > 1024:  # forget idle hosts whose spacing has passed
+                now = time.monotonic()
+                for h in [h for h, t in self._next_start.items() if t <= now]:
+                    if h not in self._running:
+                        del self._next_start[h]
+            self._cond.notify_all()
+
+
+DEFAULT_LIMITER = HostLimiter()
+
+
+def host_key(url: str) -> str:
+    """The host a URL's requests go to, with its port when one is given (``a.org:8080``)."""
+    parsed = urlparse(url)
+    host = (parsed.hostname or "").lower()
+    try:
+        port = parsed.port
+    except ValueError:  # a malformed port: the netloc still names a host
+        return parsed.netloc.lower()
+    return f"{host}:{port}" if port else host
 
 
 @dataclass
@@ -103,15 +272,21 @@ def fetch_video(
     max_height: int = 360,
     max_bytes: int | None = 2_000_000_000,
     wall_timeout: float | None = None,
+    retry: RetryPolicy | None = DEFAULT_RETRY,
+    limiter: HostLimiter | None = DEFAULT_LIMITER,
 ) -> Fetched:
     """The video at ``url`` as a local file, downloading it into ``cache_dir`` when remote.
 
     ``timeout`` bounds connecting and each read (seconds); ``wall_timeout``
-    bounds a whole HTTP download (default ``30 * timeout``) so a server that
-    trickles bytes cannot hold a worker forever. ``max_height`` caps yt-dlp's
-    format choice (frames are scaled down for CLIP anyway); ``max_bytes`` caps
-    the file size (None: no cap). yt-dlp downloads are bounded by ``timeout``
-    per socket operation only. Raises :class:`FetchError`.
+    bounds each HTTP download attempt (default ``30 * timeout``, counted once
+    the limiter lets it start) so a server that trickles bytes cannot hold a
+    worker forever; it is also the budget for retries: no retry starts (or is
+    waited for) past ``wall_timeout`` after the first attempt. ``max_height`` caps
+    yt-dlp's format choice (frames are scaled down for CLIP anyway);
+    ``max_bytes`` caps the file size (None: no cap). yt-dlp downloads are
+    bounded by ``timeout`` per socket operation only. Transient errors are
+    retried as ``retry`` says (None: one attempt); remote requests go through
+    ``limiter`` (None: unlimited). Raises :class:`FetchError`.
     """
     scheme = urlparse(url).scheme.lower()
     if not is_remote(url):
@@ -120,12 +295,48 @@ def fetch_video(
         raise FetchError("unsupported", url, f"scheme {scheme!r} is not supported (http, https)")
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    if is_direct_media(url):
-        wall = wall_timeout if wall_timeout is not None else timeout * _WALL_FACTOR
-        return _download_http(url, cache_dir, timeout=timeout, wall=wall, max_bytes=max_bytes)
-    return _download_ytdlp(
-        url, cache_dir, timeout=timeout, max_height=max_height, max_bytes=max_bytes
-    )
+    wall = wall_timeout if wall_timeout is not None else timeout * _WALL_FACTOR
+    deadline = time.monotonic() + wall
+
+    def attempt() -> Fetched:
+        if is_direct_media(url):
+            return _download_http(
+                url, cache_dir, timeout=timeout, wall=wall, max_bytes=max_bytes,
+                limiter=limiter,
+            )  # fmt: skip
+        return _download_ytdlp(
+            url, cache_dir, timeout=timeout, max_height=max_height, max_bytes=max_bytes,
+            limiter=limiter,
+        )  # fmt: skip
+
+    return _with_retries(url, attempt, retry, deadline)
+
+
+def _with_retries(
+    url: str, attempt: Callable[[], Fetched], retry: RetryPolicy | None, deadline: float
+) -> Fetched:
+    """``attempt()``, tried again after transient errors while ``retry`` and time allow."""
+    attempts = retry.attempts if retry is not None else 1
+    for failed in range(attempts):
+        try:
+            return attempt()
+        except FetchError as e:
+            tries = failed + 1
+            delay = retry.delay(failed, e.retry_after) if retry is not None else 0.0
+            if tries >= attempts or not e.transient or time.monotonic() + delay >= deadline:
+                if tries == 1:
+                    raise
+                raise FetchError(
+                    e.kind, url, f"{e.detail}, after {tries} attempts",
+                    retry_after=e.retry_after, attempts=tries,
+                ) from e  # fmt: skip
+            log.info("retrying %s in %.1f s (attempt %d of %d): %s", url, delay, tries, attempts, e)
+            retry.sleep(delay)  # type: ignore[union-attr]  # retry is set when attempts > 1
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _slot(limiter: HostLimiter | None, url: str) -> AbstractContextManager[None]:
+    return limiter.slot(url) if limiter is not None else nullcontext()
 
 
 def remove_download(fetched: Fetched) -> None:
@@ -162,6 +373,10 @@ def _http_kind(status: int) -> str:
         return "not_found"
     if status in (401, 403):
         return "forbidden"
+    if status == 451:  # unavailable for legal reasons: a block where we are
+        return "geo_blocked"
+    if status == 408:
+        return "timeout"
     if status == 429:
         return "rate_limited"
     if status >= 500:
@@ -170,7 +385,13 @@ def _http_kind(status: int) -> str:
 
 
 def _download_http(
-    url: str, cache_dir: Path, *, timeout: float, wall: float, max_bytes: int | None
+    url: str,
+    cache_dir: Path,
+    *,
+    timeout: float,
+    wall: float,
+    max_bytes: int | None,
+    limiter: HostLimiter | None,
 ) -> Fetched:
     """Stream ``url`` into ``cache_dir/<video_id><ext>``, reusing a finished copy."""
     ext = Path(unquote(urlparse(url).path)).suffix.lower()
@@ -182,7 +403,7 @@ def _download_http(
     fd, tmp_name = tempfile.mkstemp(dir=cache_dir, prefix=f".{final.name}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out:
+        with os.fdopen(fd, "wb") as out, _slot(limiter, url):
             info = _stream(url, out, timeout=timeout, wall=wall, max_bytes=max_bytes)
         tmp.chmod(0o644)  # mkstemp makes files owner-only; other workers may read the cache
         os.replace(tmp, final)
@@ -239,7 +460,13 @@ def _check_response(url: str, resp: requests.Response, max_bytes: int | None) ->
     """Raise for a bad status, an HTML body or a declared size over ``max_bytes``; the size."""
     if resp.status_code >= 400:
         kind = _http_kind(resp.status_code)
-        raise FetchError(kind, url, f"HTTP {resp.status_code} {resp.reason}")
+        retry_after = None
+        if resp.status_code in (429, 503):
+            retry_after = _retry_after(resp.headers.get("Retry-After"))
+        detail = f"HTTP {resp.status_code} {resp.reason}"
+        if retry_after is not None:
+            detail += f" (Retry-After {retry_after:g} s)"
+        raise FetchError(kind, url, detail, retry_after=retry_after)
     content_type = resp.headers.get("Content-Type", "").lower()
     if content_type.startswith("text/html"):
         # a .mp4 URL answered with HTML is a login or error page, not a video
@@ -251,6 +478,22 @@ def _check_response(url: str, resp: requests.Response, max_bytes: int | None) ->
     if expected is not None and max_bytes is not None and expected > max_bytes:
         raise FetchError("too_large", url, f"{expected} bytes > max_bytes={max_bytes}")
     return expected
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header: delay-seconds or an HTTP date; None when unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _request_error(url: str, e: Exception) -> FetchError:
@@ -272,23 +515,42 @@ def _request_error(url: str, e: Exception) -> FetchError:
 
 # (kind, pattern) in order: the first match wins, so specific beats general
 _YTDLP_KINDS: list[tuple[str, re.Pattern[str]]] = [
+    # "Sign in to confirm you're not a bot": the IP is flagged; a quick retry will not help
+    (
+        "bot_check",
+        re.compile(r"not a (ro)?bot|captcha|unusual traffic|confirm you are (a )?human", re.I),
+    ),
+    (
+        "geo_blocked",
+        re.compile(r"geo.?(restrict|block)|(in|from) your (country|location|region)", re.I),
+    ),
+    ("private", re.compile(r"private (video|account|playlist)|(video|account) is private", re.I)),
     ("not_found", re.compile(r"HTTP Error (404|410)")),
     ("forbidden", re.compile(r"HTTP Error 40[13]")),
     ("rate_limited", re.compile(r"HTTP Error 429|Too Many Requests|rate.?limit", re.I)),
-    ("server_error", re.compile(r"HTTP Error 5\d\d")),
+    ("timeout", re.compile(r"HTTP Error 408")),
+    ("server_error", re.compile(r"HTTP Error 5\d\d|temporarily unavailable", re.I)),
     ("unsupported", re.compile(r"Unsupported URL", re.I)),
-    (
-        "forbidden",
-        re.compile(r"Private video|Sign in to|login required|members.only|age.restricted", re.I),
-    ),
+    ("forbidden", re.compile(r"Sign in to|login required|members.only|age.restricted", re.I)),
     # not "Requested format is not available": that is a format problem
-    ("not_found", re.compile(r"removed|unavailable|does not exist|video is not available", re.I)),
+    (
+        "removed",
+        re.compile(
+            r"removed|terminated|no longer available|been deleted|unavailable|"
+            r"video is not available",
+            re.I,
+        ),
+    ),
+    ("not_found", re.compile(r"does not exist", re.I)),
     ("timeout", re.compile(r"timed out", re.I)),
     ("too_large", re.compile(r"max-filesize", re.I)),
     (
         "network",
         re.compile(
-            r"Connection refused|Name or service not known|urlopen error|Connection reset", re.I
+            r"Connection refused|Name or service not known|urlopen error|Connection reset|"
+            r"Connection aborted|Remote end closed|IncompleteRead|Network is unreachable|"
+            r"Temporary failure in name resolution",
+            re.I,
         ),
     ),
 ]
@@ -354,9 +616,19 @@ def _cached_ytdlp_file(cache_dir: Path, video_id: str) -> Path | None:
 
 
 def _download_ytdlp(
-    url: str, cache_dir: Path, *, timeout: float, max_height: int, max_bytes: int | None
+    url: str,
+    cache_dir: Path,
+    *,
+    timeout: float,
+    max_height: int,
+    max_bytes: int | None,
+    limiter: HostLimiter | None,
 ) -> Fetched:
-    """Download a page's video with yt-dlp into ``cache_dir/<video_id>.<ext>``."""
+    """Download a page's video with yt-dlp into ``cache_dir/<video_id>.<ext>``.
+
+    The whole yt-dlp run counts as one request to the page's host for ``limiter``:
+    its own requests (the page, then the media, often on a CDN) follow each other.
+    """
     video_id = video_id_for(url)
     cached = _cached_ytdlp_file(cache_dir, video_id)
     if cached is not None:
@@ -366,7 +638,8 @@ def _download_ytdlp(
         video_id, cache_dir, timeout=timeout, max_height=max_height, max_bytes=max_bytes
     )
     try:
-        path, info = _run_ytdlp(url, opts, max_bytes)
+        with _slot(limiter, url):
+            path, info = _run_ytdlp(url, opts, max_bytes)
     except FetchError:
         _remove_partials(cache_dir, video_id)
         raise
