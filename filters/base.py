@@ -111,6 +111,9 @@ class Filter:
     defaults: ClassVar[dict[str, Any]] = {}
     optional: ClassVar[frozenset[str]] = frozenset()  # bounds that None turns off
     needs_embedder: ClassVar[bool] = False
+    # True for filters that compare clips with each other (dedup, caps): a mining run
+    # applies them once over the whole run, after the filters that judge a clip alone.
+    run_level: ClassVar[bool] = False
 
     def __init__(self, **params: Any):
         unknown = sorted(set(params) - set(self.defaults))

@@ -16,6 +16,7 @@ from shards.record import STATUS_OK, ClipRecord
 
 class CapsFilter(Filter):
     name = "caps"
+    run_level = True
     defaults = {
         "max_per_video": 20,  # clips kept per source video (video_id), best similarity first
     }

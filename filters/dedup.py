@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 class DedupFilter(Filter):
     name = "dedup"
+    run_level = True
     score_names = ("dup_max_similarity",)
     needs_embedder = True
     defaults = {

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
@@ -37,7 +38,8 @@ def add_model_options(
         flag = "--" + name.replace("_", "-")
         typ = _field_type(field.annotation)
         if typ is bool:
-            parser.add_argument(flag, action="store_true", default=None, help=field.description)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"{field.description} (default: {field.default})")  # fmt: skip
             continue
         required = field.is_required()
         default = None if required else field.default
@@ -80,12 +82,57 @@ def print_summary(report: dict, out: str) -> None:
     print(
         f"  videos: {v['ok']} scanned, {v['failed']} failed; {v['frames']} frames, {v['matches']} matches"
     )
+    if report.get("filters", {}).get("dropped"):
+        reasons = ", ".join(f"{k} {n}" for k, n in sorted(report["filters"]["dropped"].items()))
+        print(f"  filtered out: {c['dropped']} clips ({reasons})")
     if c["failed"]:
         print(f"  clips failed to cut: {c['failed']} (see the shards' parquet files)")
     if v["failed"] or s["n_failed"]:
         print(
             f"  {v['failed'] + s['n_failed']} input(s) failed: see {out}/videos.parquet and {out}/seeds.parquet"
         )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from flows.train import TrainParams, resolve_embedder, shard_spec
+    from trainer import distributed
+
+    params = _params(TrainParams, args)
+    if distributed.env_world_size() > 1:
+        # Under torchrun every rank runs this: no Prefect flow per rank, the loop itself.
+        from miners.pipeline import get_embedder
+        from trainer.train import train as train_loop
+
+        shards = shard_spec(params.shards)
+        spec = resolve_embedder(params.embedder, shards)
+        fields = params.model_dump(exclude={"shards", "out", "embedder"})
+        summary = train_loop(shards=shards, out=Path(params.out), embedder=get_embedder(spec, params.device),
+                             embedder_id=spec, **fields)  # fmt: skip
+    else:
+        from flows.train import train
+
+        summary = train(params)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from flows.train import EvalParams, evaluate
+
+    metrics = evaluate(_params(EvalParams, args))
+    print(json.dumps(metrics, indent=2, default=str))
+    return 0
+
+
+def cmd_mine_and_train(args: argparse.Namespace) -> int:
+    from flows.pipeline import PipelineParams, mine_and_train
+
+    mine_params = _params(MineParams, args, progress=bool(args.progress))
+    params = _params(PipelineParams, args, mine=mine_params)
+    result = mine_and_train(params)
+    print_summary(result["mine"], mine_params.out)
+    print(json.dumps({"train": result["train"], "eval": result["eval"]}, indent=2, default=str))
+    return 0
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -151,6 +198,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", help="also write the full result to this JSON file")
     p.set_defaults(func=cmd_calibrate)
+
+    from flows.pipeline import PipelineParams
+    from flows.train import EvalParams, TrainParams
+
+    p = sub.add_parser("train", help="train audio and video encoders on mined shards",
+                       description="Train audio and video encoders against the frozen CLIP space "
+                       "(ImageBind's recipe). Under torchrun it runs DDP.")  # fmt: skip
+    add_model_options(p, TrainParams)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="retrieval recall and zero-shot accuracy of a checkpoint")
+    add_model_options(p, EvalParams)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "mine-and-train", help="mine, train on what was mined, evaluate on held-out shards"
+    )
+    add_model_options(p, MineParams, skip={"progress"})
+    add_model_options(p, PipelineParams, skip={"mine"})
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bars"
+    )
+    p.set_defaults(func=cmd_mine_and_train)
 
     p = sub.add_parser("demo", help="generate a small planted set, mine it, show what came out")
     p.add_argument(

@@ -40,12 +40,66 @@ def scan(video: dict[str, Any], params: MineParams, threshold: float) -> dict[st
     )  # fmt: skip
 
 
-@task(name="write-shard", task_run_name="shard-{shard[index]}")
-def shard(shard: dict[str, Any], params: MineParams) -> dict[str, Any]:
-    return pipeline.build_shard(
-        Path(params.out), shard, clip_height=params.clip_height, workers=params.workers,
+@task(name="cut-and-filter", task_run_name="cut-{shard[index]}")
+def stage(shard: dict[str, Any], params: MineParams) -> dict[str, Any]:
+    """Cut one shard's clips and run the per-clip filters on them (skipped when done)."""
+    out = Path(params.out)
+    if pipeline.shard_is_done(out, shard) or pipeline.load_staged(out, shard) is not None:
+        return {"index": shard["index"], "skipped": True}
+    t0 = time.monotonic()
+    records = pipeline.cut_shard(
+        out, shard, clip_height=params.clip_height, workers=params.workers,
         cache_dir=_cache_dir(params), fetch_timeout=params.fetch_timeout, max_height=params.max_height,
     )  # fmt: skip
+    chain = filter_chains(params)[0]
+    chain(records, _filter_context(params, pipeline.staging_dir(out, shard["index"])))
+    pipeline.save_staged(out, shard, records, {"filters": chain.stats()})
+    return {"index": shard["index"], "skipped": False, "seconds": time.monotonic() - t0}
+
+
+@task(name="run-level-filters")
+def filter_run(shards: list[dict[str, Any]], params: MineParams) -> dict[str, Any]:
+    """Filters that must see every clip of the run at once (dedup, per-video caps)."""
+    chain = filter_chains(params)[1]
+    out = Path(params.out)
+    staged = [(s, pipeline.load_staged(out, s)) for s in shards]
+    staged = [(s, st) for s, st in staged if st is not None]
+    if not len(chain) or not staged:
+        return {}
+    records = [r for _, (recs, _) in staged for r in recs]
+    chain(records, _filter_context(params, out / "staging"))
+    for shard, (recs, extra) in staged:
+        extra = dict(extra, run_filters=chain.stats())
+        pipeline.save_staged(out, shard, recs, extra)
+    return chain.stats()
+
+
+@task(name="write-shard", task_run_name="shard-{shard[index]}")
+def write(shard: dict[str, Any], params: MineParams) -> dict[str, Any]:
+    return pipeline.write_staged(Path(params.out), shard)
+
+
+def filter_chains(params: MineParams):
+    """(per-clip chain, run-level chain): filters that judge a clip alone run as it is cut;
+    those that compare clips (dedup, caps) run once over the whole run, after them."""
+    from filters.base import FilterChain
+    from filters.registry import build_chain
+
+    chain = build_chain(params.filters)
+    per_clip = [f for f in chain.filters if not f.run_level]
+    run_level = [f for f in chain.filters if f.run_level]
+    return FilterChain(per_clip), FilterChain(run_level)
+
+
+def _filter_context(params: MineParams, tmp_dir: Path):
+    from filters.base import FilterContext
+
+    per_clip, run_level = filter_chains(params)
+    needs = any(f.needs_embedder for f in per_clip.filters + run_level.filters)
+    embedder = (
+        pipeline.get_embedder(params.embedder, params.device, params.batch_size) if needs else None
+    )
+    return FilterContext(embedder=embedder, tmp_dir=tmp_dir)
 
 
 def _cache_dir(params: MineParams) -> Path:
@@ -96,7 +150,11 @@ def mine(params: MineParams) -> dict[str, Any]:
                                  shard_size=params.shard_size)  # fmt: skip
     n_planned = sum(len(s["keys"]) for s in shards)
     logger.info("%d clips planned in %d shards", n_planned, len(shards))
-    shard_stats = [f.result() for f in shard.map(shards, params=unmapped(params))] if shards else []
+    shard_stats = []
+    if shards:
+        [f.result() for f in stage.map(shards, params=unmapped(params))]
+        filter_run(shards, params)
+        shard_stats = [f.result() for f in write.map(shards, params=unmapped(params))]
     t_shards = time.monotonic() - t0 - t_seeds - t_scan
 
     plan = pipeline.load_plan(out)
@@ -151,6 +209,15 @@ def _report(params, seeds, calib, scans, shard_stats, removed, timings) -> dict[
         for k in stage:
             stage[k] += s.get("timings", {}).get(k, 0.0)
     failed = [s for s in scans if s["status"] != "ok"]
+    dropped: dict[str, int] = {}
+    examples: dict[str, list[str]] = {}
+    for s in shard_stats:
+        for reason, n in s.get("reasons", {}).items():
+            dropped[reason] = dropped.get(reason, 0) + n
+        for chain in (s.get("filters", {}), s.get("run_filters", {})):
+            for reason, keys in chain.get("examples", {}).items():
+                seen = examples.setdefault(reason, [])
+                seen.extend(k for k in keys if k not in seen and len(seen) < 5)
     return {
         "params": json.loads(params.model_dump_json()),
         "threshold": calib,
@@ -161,6 +228,7 @@ def _report(params, seeds, calib, scans, shard_stats, removed, timings) -> dict[
         "clips": {"planned": sum(s.get("count", 0) for s in shard_stats),
                   "ok": status.get("ok", 0), "failed": status.get("failed", 0),
                   "dropped": status.get("dropped", 0)},
+        "filters": {"chain": params.filters, "dropped": dropped, "examples": examples},
         "shards": len(shard_stats),
         "downloads_removed": removed,
         "seconds": {k: round(v, 3) for k, v in timings.items()},

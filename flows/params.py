@@ -56,6 +56,10 @@ class MineParams(BaseModel):
     )
     cache_dir: str | None = Field(None, description="Where downloads go; default OUT/downloads")
     keep_downloads: bool = Field(False, description="Keep downloaded videos after the run")
+    filters: str = Field(
+        "default",
+        description="Filter chain: default, none, or a YAML file (see filters/default.yaml)",
+    )
     progress: bool = Field(
         False, description="Show progress bars (the CLI turns them on for a terminal)"
     )
@@ -64,6 +68,14 @@ class MineParams(BaseModel):
     @classmethod
     def _embedder_spelling(cls, v: str) -> str:
         parse_spec(v)
+        return v
+
+    @field_validator("filters")
+    @classmethod
+    def _filters_build(cls, v: str) -> str:
+        from filters.registry import build_chain
+
+        build_chain(v)  # an unknown filter or parameter is an error before any work
         return v
 
     @field_validator("device")

@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import shutil
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -285,7 +284,12 @@ def shard_is_done(out: Path, shard: dict[str, Any]) -> bool:
     return stats.exists() and json.loads(stats.read_text()).get("keys") == shard["keys"]
 
 
-def build_shard(
+def staging_dir(out: Path, index: int) -> Path:
+    """Where one shard's clips wait, cut and scored, until the shard is written."""
+    return Path(out) / "staging" / shard_name(index)
+
+
+def cut_shard(
     out: Path,
     shard: dict[str, Any],
     *,
@@ -294,29 +298,71 @@ def build_shard(
     cache_dir: Path | None = None,
     fetch_timeout: float = 120.0,
     max_height: int = 360,
-) -> dict[str, Any]:
-    """Cut the planned clips of one shard and write it; skip it when already done."""
+) -> list[ClipRecord]:
+    """Cut one shard's planned clips into its staging folder, started afresh.
+
+    A clip that cannot be cut is a failed record with its error, not an exception.
+    """
     out = Path(out)
-    if shard_is_done(out, shard):
-        return {"index": shard["index"], "skipped": True,
-                **json.loads((out / "shards" / f"{shard_name(shard['index'])}_stats.json").read_text())}  # fmt: skip
     plan = load_plan(out)
     wanted = set(shard["keys"])
     records = [ClipRecord.from_dict(c) for c in plan["clips"] if c["key"] in wanted]
     scans = {r.video_id: json.loads(scan_path(out, r.video_id).read_text()) for r in records}
-    t0 = time.monotonic()
-    work = Path(tempfile.mkdtemp(prefix=f".cut-{shard_name(shard['index'])}-", dir=out))
-    try:
-        sources = _SourceCache(Path(cache_dir or out / "downloads"), fetch_timeout, max_height)
-        cut = functools.partial(
-            _cut_one, work=work, scans=scans, sources=sources, clip_height=clip_height
+    stage = staging_dir(out, shard["index"])
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    sources = _SourceCache(Path(cache_dir or out / "downloads"), fetch_timeout, max_height)
+    cut = functools.partial(
+        _cut_one, work=stage, scans=scans, sources=sources, clip_height=clip_height
+    )
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        list(pool.map(cut, records))
+    return records
+
+
+def save_staged(
+    out: Path, shard: dict[str, Any], records: list[ClipRecord], extra: dict | None = None
+) -> None:
+    """Record the staged clips (written last: it marks the staging complete)."""
+    doc = {"keys": shard["keys"], "records": [r.to_dict() for r in records], "extra": extra or {}}
+    atomic_write_json(staging_dir(out, shard["index"]) / "records.json", doc)
+
+
+def load_staged(out: Path, shard: dict[str, Any]) -> tuple[list[ClipRecord], dict] | None:
+    """The staged clips of ``shard``, or None when its staging is missing or from another plan."""
+    path = staging_dir(out, shard["index"]) / "records.json"
+    if not path.exists():
+        return None
+    doc = json.loads(path.read_text())
+    if doc["keys"] != shard["keys"]:
+        return None
+    return [ClipRecord.from_dict(r) for r in doc["records"]], doc["extra"]
+
+
+def write_staged(out: Path, shard: dict[str, Any]) -> dict[str, Any]:
+    """Write a staged shard (tar, parquet, stats last) and remove its staging folder."""
+    out = Path(out)
+    if shard_is_done(out, shard):
+        stats = json.loads(
+            (out / "shards" / f"{shard_name(shard['index'])}_stats.json").read_text()
         )
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            list(pool.map(cut, records))
-        stats = write_shard(out / "shards", shard["index"], records)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return {"index": shard["index"], "skipped": False, "seconds": time.monotonic() - t0, **stats}
+        return {"index": shard["index"], "skipped": True, **stats}
+    staged = load_staged(out, shard)
+    if staged is None:
+        raise RuntimeError(
+            f"shard {shard['index']} has not been staged in {staging_dir(out, shard['index'])}"
+        )
+    records, extra = staged
+    stats = write_shard(out / "shards", shard["index"], records, extra_stats=extra)
+    shutil.rmtree(staging_dir(out, shard["index"]), ignore_errors=True)
+    return {"index": shard["index"], "skipped": False, **stats}
+
+
+def build_shard(out: Path, shard: dict[str, Any], **cut_options: Any) -> dict[str, Any]:
+    """Cut and write one shard without filtering; skip it when already done."""
+    if not shard_is_done(out, shard) and load_staged(out, shard) is None:
+        save_staged(out, shard, cut_shard(out, shard, **cut_options))
+    return write_staged(out, shard)
 
 
 class _SourceCache:

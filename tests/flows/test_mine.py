@@ -46,7 +46,7 @@ def mined(planted, prefect_harness):
     params = MineParams(
         seeds=str(root / "data" / "seeds"), videos=str(root / "data" / "videos.txt"),
         out=str(root / "out"), embedder=EMBEDDER, threshold=calib["threshold"], shard_size=4,
-        device="cpu",
+        device="cpu", filters="none",
     )  # fmt: skip
     report = run_mine(params)
     return root / "out", manifest, report, params, calib
