@@ -89,3 +89,14 @@ def build_chain(
             f"filter chain: expected a list, a YAML path, 'default' or 'none', not {spec!r}"
         )
     return FilterChain([build_filter(item) for item in items], context)
+
+
+def split_chain(spec: list[dict[str, Any]] | str | Path | None) -> tuple[FilterChain, FilterChain]:
+    """(per-clip chain, run-level chain) of one spec: filters that judge a clip alone run
+    as clips are cut; those that compare clips (dedup, caps) run once over the whole run,
+    after them."""
+    chain = build_chain(spec)
+    return (
+        FilterChain([f for f in chain.filters if not f.run_level]),
+        FilterChain([f for f in chain.filters if f.run_level]),
+    )

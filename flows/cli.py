@@ -135,6 +135,27 @@ def cmd_mine_and_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_filter(args: argparse.Namespace) -> int:
+    from filters.refilter import refilter
+    from filters.registry import split_chain
+    from flows.train import resolve_embedder
+    from miners.pipeline import get_embedder
+    from shards.writer import atomic_write_json
+
+    per_clip, run_level = split_chain(args.filters)
+    needs = any(f.needs_embedder for f in per_clip.filters + run_level.filters)
+    embedder = None
+    if needs:
+        spec = resolve_embedder(args.embedder, str(Path(args.run) / "shards"))
+        embedder = get_embedder(spec, args.device)
+    report = refilter(args.run, args.out, per_clip, run_level, embedder=embedder)
+    atomic_write_json(Path(args.out) / "report.json", {"refilter": report, "filters": args.filters})
+    reasons = ", ".join(f"{k} {n}" for k, n in sorted(report["dropped"].items())) or "none"
+    print(f"capmine filter: {report['clips']['ok']} of {report['clips']['total']} clips kept "
+          f"in {report['shards']} shard(s) under {Path(args.out) / 'shards'}; dropped: {reasons}")  # fmt: skip
+    return 0
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from miners.calibrate import calibrate
 
@@ -176,6 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bars (default: on when stderr is a terminal)")  # fmt: skip
     p.set_defaults(func=cmd_mine)
+
+    p = sub.add_parser("filter", help="re-filter a finished run with new bounds, without re-cutting",
+                       description="Apply a filter chain to the shards of run OUT and write run --out: "
+                       "stored scores are reused, media copied, nothing re-encoded.")  # fmt: skip
+    p.add_argument("run", metavar="OUT", help="a finished mining run")
+    p.add_argument("--filters", required=True, help="default, none, or a YAML file")
+    p.add_argument("--out", required=True, help="the new run folder")
+    p.add_argument("--embedder", help="for filters that need one (default: the run's)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.set_defaults(func=cmd_filter)
 
     p = sub.add_parser("calibrate", help="estimate the match threshold for an embedder",
                        description="Print a threshold estimated from similarities that cannot be true matches.")  # fmt: skip

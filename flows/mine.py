@@ -80,15 +80,10 @@ def write(shard: dict[str, Any], params: MineParams) -> dict[str, Any]:
 
 
 def filter_chains(params: MineParams):
-    """(per-clip chain, run-level chain): filters that judge a clip alone run as it is cut;
-    those that compare clips (dedup, caps) run once over the whole run, after them."""
-    from filters.base import FilterChain
-    from filters.registry import build_chain
+    """(per-clip chain, run-level chain) of the run's filter spec."""
+    from filters.registry import split_chain
 
-    chain = build_chain(params.filters)
-    per_clip = [f for f in chain.filters if not f.run_level]
-    run_level = [f for f in chain.filters if f.run_level]
-    return FilterChain(per_clip), FilterChain(run_level)
+    return split_chain(params.filters)
 
 
 def _filter_context(params: MineParams, tmp_dir: Path):

@@ -93,7 +93,24 @@ class ClipRecord:
             "reason": self.reason,
             "error": self.error,
             "has_audio": self.flac is not None,
+            "source": json.dumps(self.source),
         }
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> ClipRecord:
+        """A record back from its parquet row (media paths are not in the row)."""
+
+        def text(v: Any) -> str | None:
+            return v if isinstance(v, str) else None  # parquet nulls come back as None or NaN
+
+        return cls(
+            key=row["key"], video=row["video"], video_id=row["video_id"],
+            start=float(row["start"]), end=float(row["end"]), match_time=float(row["match_time"]),
+            similarity=float(row["similarity"]),
+            captions=[Caption(**c) for c in json.loads(row["captions"])],
+            scores=json.loads(row["scores"]), source=json.loads(text(row.get("source")) or "{}"),
+            status=row["status"], reason=text(row.get("reason")), error=text(row.get("error")),
+        )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -29,7 +29,7 @@ SIDE_COLUMNS = {
     "start": pa.float64(), "end": pa.float64(), "match_time": pa.float64(),
     "similarity": pa.float64(), "caption": pa.string(), "captions": pa.string(),
     "scores": pa.string(), "status": pa.string(), "reason": pa.string(),
-    "error": pa.string(), "has_audio": pa.bool_(),
+    "error": pa.string(), "has_audio": pa.bool_(), "source": pa.string(),
 }  # fmt: skip
 
 
