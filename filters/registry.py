@@ -70,32 +70,41 @@ def build_filter(item: dict[str, Any]) -> Filter:
     return FILTERS[name](**params)
 
 
+def resolve_spec(spec: list[dict[str, Any]] | str | Path | None) -> list[dict[str, Any]]:
+    """The list of filter entries a list, a YAML path, ``"default"`` or ``"none"``/None names."""
+    if spec is None or spec == "none":
+        return []
+    if spec == "default":
+        return load_spec(DEFAULT_YAML)
+    if isinstance(spec, str | Path):
+        if not Path(spec).is_file():
+            raise ValueError(f"filter chain {str(spec)!r}: not a file, and not 'default' or 'none'")
+        return load_spec(spec)
+    if isinstance(spec, list):
+        return spec
+    raise ValueError(
+        f"filter chain: expected a list, a YAML path, 'default' or 'none', not {spec!r}"
+    )
+
+
 def build_chain(
     spec: list[dict[str, Any]] | str | Path | None, context: FilterContext | None = None
 ) -> FilterChain:
     """A chain from a list of filter entries, a YAML path, ``"default"`` or ``"none"``/None."""
-    if spec is None or spec == "none":
-        items: list[dict[str, Any]] = []
-    elif spec == "default":
-        items = load_spec(DEFAULT_YAML)
-    elif isinstance(spec, str | Path):
-        if not Path(spec).is_file():
-            raise ValueError(f"filter chain {str(spec)!r}: not a file, and not 'default' or 'none'")
-        items = load_spec(spec)
-    elif isinstance(spec, list):
-        items = spec
-    else:
-        raise ValueError(
-            f"filter chain: expected a list, a YAML path, 'default' or 'none', not {spec!r}"
-        )
-    return FilterChain([build_filter(item) for item in items], context)
+    return FilterChain([build_filter(item) for item in resolve_spec(spec)], context)
 
 
-def split_chain(spec: list[dict[str, Any]] | str | Path | None) -> tuple[FilterChain, FilterChain]:
+def split_chain(
+    spec: list[dict[str, Any]] | str | Path | None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> tuple[FilterChain, FilterChain]:
     """(per-clip chain, run-level chain) of one spec: filters that judge a clip alone run
     as clips are cut; those that compare clips (dedup, caps) run once over the whole run,
-    after them."""
-    chain = build_chain(spec)
+    after them. ``overrides`` sets parameters of the named filters (command-line options)."""
+    items = [dict(item) for item in resolve_spec(spec)]
+    for item in items:
+        item.update((overrides or {}).get(item.get("name"), {}))
+    chain = build_chain(items)
     return (
         FilterChain([f for f in chain.filters if not f.run_level]),
         FilterChain([f for f in chain.filters if f.run_level]),

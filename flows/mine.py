@@ -83,7 +83,10 @@ def filter_chains(params: MineParams):
     """(per-clip chain, run-level chain) of the run's filter spec."""
     from filters.registry import split_chain
 
-    return split_chain(params.filters)
+    overrides = {}
+    if params.min_clip_seconds is not None:
+        overrides["shots"] = {"min_clip_seconds": params.min_clip_seconds}
+    return split_chain(params.filters, overrides)
 
 
 def _filter_context(params: MineParams, tmp_dir: Path):

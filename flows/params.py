@@ -60,6 +60,11 @@ class MineParams(BaseModel):
         "default",
         description="Filter chain: default, none, or a YAML file (see filters/default.yaml)",
     )
+    min_clip_seconds: float | None = Field(
+        None,
+        ge=0,
+        description="A window crossing a shot cut is shrunk to the matched shot, or dropped when that shot is shorter than this, seconds (default: the shots filter's, 3)",
+    )
     progress: bool = Field(
         False, description="Show progress bars (the CLI turns them on for a terminal)"
     )

@@ -1,0 +1,69 @@
+"""``mine_and_train``: mine shards, train on them, evaluate on shards held out of training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from pydantic import BaseModel, ConfigDict, Field
+
+from flows.mine import mine
+from flows.params import MineParams
+from flows.train import EvalParams, TrainParams, evaluate, train
+
+
+class PipelineParams(BaseModel):
+    """Mining parameters, then training settings; shards are split by the flow."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mine: MineParams
+    run: str = Field(description="Training run folder (checkpoints, metrics, eval.json)")
+    config: str = Field("small", description="Model config: tiny, small, base, or a JSON file")
+    steps: int = Field(1000, ge=1, description="Training steps")
+    train_batch_size: int = Field(64, ge=2, description="Clips per training step")
+    precision: str = Field(
+        "bf16", pattern="^(bf16|fp16|fp32)$", description="Autocast precision on GPU"
+    )
+    holdout_shards: int = Field(
+        1, ge=0, description="Last shards kept out of training for evaluation"
+    )
+    num_workers: int = Field(2, ge=0, description="Data loader workers")
+    classes: str | None = Field(None, description="Class names file for zero-shot accuracy")
+
+
+def split_shards(shard_dir: Path, holdout: int) -> tuple[list[str], list[str]]:
+    """Complete shards split into (train, held out): the last ``holdout`` are held out,
+    unless that would leave nothing to train on, in which case evaluation reuses them."""
+    from shards.reader import complete_shards
+
+    tars = [str(p) for p in complete_shards(shard_dir)]
+    if not tars:
+        raise ValueError(f"no complete shard in {shard_dir}: nothing was mined to train on")
+    if holdout and len(tars) > holdout:
+        return tars[:-holdout], tars[-holdout:]
+    return tars, tars
+
+
+@flow(name="mine-and-train")
+def mine_and_train(params: PipelineParams) -> dict[str, Any]:
+    logger = get_run_logger()
+    report = mine(params.mine)
+    train_shards, eval_shards = split_shards(
+        Path(params.mine.out) / "shards", params.holdout_shards
+    )
+    if train_shards == eval_shards:
+        logger.warning("only %d shard(s): evaluating on the training shards", len(train_shards))
+    trained = train(TrainParams(
+        shards="::".join(train_shards), out=params.run, embedder=params.mine.embedder,
+        config=params.config, steps=params.steps, batch_size=params.train_batch_size,
+        precision=params.precision, device=params.mine.device, num_workers=params.num_workers,
+        warmup=min(100, params.steps // 10),
+    ))  # fmt: skip
+    metrics = evaluate(EvalParams(
+        checkpoint=str(Path(params.run) / "last.pt"), shards="::".join(eval_shards),
+        embedder=params.mine.embedder, classes=params.classes, device=params.mine.device,
+        out=str(Path(params.run) / "eval.json"),
+    ))  # fmt: skip
+    return {"mine": report, "train": trained, "eval": metrics}
