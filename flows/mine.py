@@ -28,6 +28,7 @@ def embed_seeds(params: MineParams) -> dict[str, Any]:
     return pipeline.prepare_seeds(
         params.seeds, Path(params.out), embedder=params.embedder, device=params.device,
         workers=params.seed_workers, timeout=params.seed_timeout, progress=params.progress,
+        index=params.index,
     )  # fmt: skip
 
 

@@ -36,6 +36,11 @@ class MineParams(BaseModel):
         lt=1.0,
         description="Share of non-matching pairs allowed above the estimated threshold (used when threshold is unset)",
     )
+    index: str = Field(
+        "auto",
+        pattern="^(auto|flat|ivf)$",
+        description="Seed index: flat (exact), ivf (for millions of seeds; see bench/index_recall.py), or auto (flat below 1M seeds)",
+    )
     fps: float = Field(1.0, gt=0.0, le=30.0, description="Frames sampled per second of video")
     clip_seconds: float = Field(10.0, gt=0.0, description="Length of each clip window, seconds")
     max_clips_per_seed: int = Field(

@@ -66,6 +66,7 @@ def prepare_seeds(
     workers: int = 16,
     timeout: float = 10.0,
     progress: bool = False,
+    index: str = "auto",
 ) -> dict[str, Any]:
     """Read, load and embed the seeds; write ``seeds.parquet``, ``seeds.npy``, ``seeds.index``.
 
@@ -79,7 +80,7 @@ def prepare_seeds(
     seeds = read_seeds(seeds_path)
     model = get_embedder(embedder, device)
     fp = hashlib.sha1(
-        f"{_seed_table_hash(seeds)}|{fingerprint(embedder, model)}".encode()
+        f"{_seed_table_hash(seeds)}|{fingerprint(embedder, model)}|{index}".encode()
     ).hexdigest()
     meta_path = out / "seeds.json"
     if meta_path.exists() and (out / "seeds.npy").exists() and (out / "seeds.parquet").exists():
@@ -109,7 +110,7 @@ def prepare_seeds(
 
     emb = np.concatenate(vectors) if vectors else np.zeros((0, model.dim), np.float32)
     out.mkdir(parents=True, exist_ok=True)
-    SeedIndex(emb).save(out)
+    SeedIndex(emb, kind=index).save(out)
     write_table(out / "seeds.parquet", rows)
     n_failed = sum(r["status"] != "ok" for r in rows)
     meta = {"fingerprint": fp, "embedder": embedder, "dim": model.dim,
