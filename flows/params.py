@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from miners.embedders import parse_spec
@@ -70,6 +72,15 @@ class MineParams(BaseModel):
         ge=0,
         description="A window crossing a shot cut is shrunk to the matched shot, or dropped when that shot is shorter than this, seconds (default: the shots filter's, 3)",
     )
+    dask: str | None = Field(
+        None,
+        description="Run tasks on Dask: local[:N] (a LocalCluster of N worker processes) or tcp://HOST:PORT (an existing scheduler)",
+    )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch and faiss threads per worker process (default: cores / workers)",
+    )
     progress: bool = Field(
         False, description="Show progress bars (the CLI turns them on for a terminal)"
     )
@@ -87,6 +98,18 @@ class MineParams(BaseModel):
 
         build_chain(v)  # an unknown filter or parameter is an error before any work
         return v
+
+    @field_validator("dask")
+    @classmethod
+    def _dask_spelling(cls, v: str | None) -> str | None:
+        if (
+            v is None
+            or v == "local"
+            or re.fullmatch(r"local:[1-9]\d*", v)
+            or re.fullmatch(r"tcp://[^\s:]+:\d+", v)
+        ):
+            return v
+        raise ValueError(f"dask must be local, local:N or tcp://HOST:PORT, not {v!r}")
 
     @field_validator("device")
     @classmethod
