@@ -2,9 +2,11 @@
 
 Every clip of the source run is rebuilt from its shard's parquet row (kept and
 dropped alike, with their scores) and, when it was kept, its media from the tar.
-Drops are reopened and the chain applied again: bounds read the stored scores,
-so only scores the source run never computed are computed now. New shards get
-the same numbers, their media copied byte for byte.
+Drops of clips whose media was written are reopened and the chain applied
+again: bounds read the stored scores, so only scores the source run never
+computed are computed now. A clip the source run dropped keeps its verdict: its
+media never reached the tar, so re-filtering can drop more, never bring one
+back. New shards get the same numbers, their media copied byte for byte.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pandas as pd
 
 from filters.base import FilterChain, FilterContext, reset_drops
 from shards.reader import complete_shards, iter_samples
-from shards.record import STATUS_FAILED, STATUS_OK, ClipRecord
+from shards.record import ClipRecord
 from shards.writer import write_shard
 
 log = logging.getLogger(__name__)
@@ -66,15 +68,14 @@ def refilter(
     try:
         shards: list[tuple[int, list[ClipRecord]]] = []
         for tar in tars:
-            records = reset_drops(load_shard_records(tar, work / tar.stem))
+            records = load_shard_records(tar, work / tar.stem)
+            # Only clips whose media was written can be judged again; a clip the source
+            # run dropped keeps its verdict (its media never reached the tar).
+            reset_drops([r for r in records if r.mp4 is not None])
             per_clip(records, FilterContext(embedder=embedder, tmp_dir=work / tar.stem))
             shards.append((int(tar.stem), records))
         everything = [r for _, recs in shards for r in recs]
         run_level(everything, FilterContext(embedder=embedder, tmp_dir=work))
-        for r in everything:
-            if r.status == STATUS_OK and r.mp4 is None:
-                # dropped by the source run, kept now: its media was never written
-                r.status, r.error = STATUS_FAILED, "media not in the source shards (dropped there)"
         stats = [
             write_shard(
                 dst / "shards",

@@ -67,8 +67,8 @@ def test_looser_bounds_cannot_bring_back_media_that_was_never_written(tmp_path):
     per_clip, run_level = _chain(tmp_path, -90)
     report = refilter(run, tmp_path / "loose", per_clip, run_level)
     side = pd.read_parquet(tmp_path / "loose" / "shards" / "00000.parquet")
-    assert list(side["status"]) == ["ok", "failed"]
-    assert "dropped there" in side["error"].iloc[1] and report["clips"]["ok"] == 1
+    assert list(side["status"]) == ["ok", "dropped"] and side["reason"].iloc[1] == "silent"
+    assert report["clips"]["ok"] == 1
 
 
 def test_refilter_needs_a_finished_run_and_a_new_folder(tmp_path):
