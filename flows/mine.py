@@ -17,7 +17,7 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.params import MineParams
-from miners import pipeline
+from miners import ledger, pipeline
 from miners.calibrate import calibrate
 from miners.videos import read_videos
 from shards.writer import atomic_write_json
@@ -118,10 +118,17 @@ def auto_threshold(params: MineParams) -> dict[str, Any]:
 
 @flow(name="mine", task_runner=ThreadPoolTaskRunner(max_workers=2))
 def mine(params: MineParams) -> dict[str, Any]:
-    """Mine captioned audio+video clips for ``params.seeds`` from ``params.videos``."""
+    """Mine captioned audio+video clips for ``params.seeds`` from ``params.videos``.
+
+    Incremental: videos an earlier run finished are skipped, new shards are
+    numbered after the earlier ones, and a run that was killed is resumed from
+    its saved plan, so the final dataset is the one a clean run gives.
+    """
     logger = get_run_logger()
     t0 = time.monotonic()
     out = Path(params.out)
+    if params.overwrite:
+        _start_over(out, logger)
     out.mkdir(parents=True, exist_ok=True)
     videos = [
         {"url": v.url, "video_id": v.video_id, "meta": v.meta} for v in read_videos(params.videos)
@@ -133,20 +140,32 @@ def mine(params: MineParams) -> dict[str, Any]:
                 "reused" if seeds["reused"] else "new", seeds["seconds"])  # fmt: skip
     if seeds["n_ok"] == 0:
         raise ValueError(f"no seed in {params.seeds} could be read; see {out / 'seeds.parquet'}")
-    if params.threshold is None:
-        calib = auto_threshold(params)
-        threshold = calib["threshold"]
-        logger.info("threshold %.4f %s, false-match rate %g", threshold, calib["basis"],
-                    params.false_match_rate)  # fmt: skip
-    else:
-        threshold, calib = params.threshold, {"threshold": params.threshold, "basis": "given"}
+    done = ledger.load(out)
+    pending = _pending_plan(out, done)
     t_seeds = time.monotonic() - t0
 
-    scans = _scan_all(videos, params, threshold, logger)
+    if pending is not None:
+        # a run that was killed after planning: finish exactly that plan
+        run, calib = pending["run"], pending["threshold"]
+        logger.info("resuming run %d: %d videos, %d shards planned", run, len(pending["videos"]),
+                    len(pending["shards"]))  # fmt: skip
+        scans = [json.loads(pipeline.scan_path(out, v).read_text()) for v in pending["videos"]]
+        shards = pending["shards"]
+    else:
+        run = len(done["runs"])
+        todo = ledger.new_videos(done, videos)
+        logger.info("run %d: %d new videos (%d finished by earlier runs)", run, len(todo),
+                    len(videos) - len(todo))  # fmt: skip
+        calib = _threshold(params, done, todo, logger)
+        _forget_failed_scans(out, todo)  # failures are retried by a new run
+        scans = _scan_all(todo, params, calib["threshold"], logger)
+        shards = pipeline.plan_clips(
+            out, scans, clip_seconds=params.clip_seconds, max_clips_per_seed=params.max_clips_per_seed,
+            shard_size=params.shard_size, run=run, first_shard=done["next_shard"],
+            used_per_seed=done["clips_per_seed"],
+        )  # fmt: skip
+        _note_plan_threshold(out, calib)
     t_scan = time.monotonic() - t0 - t_seeds
-    shards = pipeline.plan_clips(out, scans, clip_seconds=params.clip_seconds,
-                                 max_clips_per_seed=params.max_clips_per_seed,
-                                 shard_size=params.shard_size)  # fmt: skip
     n_planned = sum(len(s["keys"]) for s in shards)
     logger.info("%d clips planned in %d shards", n_planned, len(shards))
     shard_stats = []
@@ -157,16 +176,97 @@ def mine(params: MineParams) -> dict[str, Any]:
     t_shards = time.monotonic() - t0 - t_seeds - t_scan
 
     plan = pipeline.load_plan(out)
-    pipeline.write_videos_table(out, scans, plan)
+    done = ledger.record_run(out, done, plan=plan, scans=scans, threshold=calib,
+                             kept_per_seed=_kept_per_seed(out, shards))  # fmt: skip
+    pipeline.write_videos_table(out, _all_scans(out, videos, scans), plan)
     removed = 0 if params.keep_downloads else pipeline.remove_downloads(scans)
     report = _report(params, seeds, calib, scans, shard_stats, removed,
                      {"seeds": t_seeds, "scan": t_scan, "shards": t_shards,
                       "total": time.monotonic() - t0})  # fmt: skip
+    report.update(run=run, skipped_videos=len(videos) - len(scans), next_shard=done["next_shard"])
     atomic_write_json(out / "report.json", report)
-    logger.info("done: %d clips in %d shards; %d of %d videos failed; report %s",
+    logger.info("done: run %d, %d clips in %d shards; %d of %d videos failed; report %s", run,
                 report["clips"]["ok"], len(shard_stats), report["videos"]["failed"],
                 len(scans), out / "report.json")  # fmt: skip
     return report
+
+
+def _start_over(out: Path, logger) -> None:
+    """--overwrite: remove what earlier runs wrote (seed embeddings stay: they are checked)."""
+    import shutil
+
+    for name in ledger.RUN_OUTPUTS:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    logger.info("--overwrite: removed earlier runs' scans, shards and ledger in %s", out)
+
+
+def _pending_plan(out: Path, done: dict[str, Any]) -> dict[str, Any] | None:
+    """The saved plan of a run that did not finish, if there is one."""
+    path = out / "plan.json"
+    if not path.exists():
+        return None
+    plan = json.loads(path.read_text())
+    if "run" not in plan or ledger.is_finished(done, plan["run"]) or "threshold" not in plan:
+        return None
+    return plan
+
+
+def _threshold(params: MineParams, done: dict[str, Any], todo: list, logger) -> dict[str, Any]:
+    """Given, else the one earlier runs used (same scale over runs), else calibrated now."""
+    if params.threshold is not None:
+        return {"threshold": params.threshold, "basis": "given"}
+    if done["threshold"] is not None:
+        return done["threshold"]
+    if not todo:
+        return {"threshold": 1.0, "basis": "nothing to mine"}
+    calib = auto_threshold(params)
+    logger.info("threshold %.4f %s, false-match rate %g", calib["threshold"], calib["basis"],
+                params.false_match_rate)  # fmt: skip
+    return calib
+
+
+def _note_plan_threshold(out: Path, calib: dict[str, Any]) -> None:
+    """Store the threshold in the plan: written last, it marks the plan complete."""
+    plan = pipeline.load_plan(out)
+    plan["threshold"] = calib
+    atomic_write_json(out / "plan.json", plan)
+
+
+def _forget_failed_scans(out: Path, videos: list[dict[str, Any]]) -> None:
+    for v in videos:
+        path = pipeline.scan_path(out, v["video_id"])
+        if path.exists() and json.loads(path.read_text())["status"] != "ok":
+            path.unlink()
+
+
+def _kept_per_seed(out: Path, shards: list[dict[str, Any]]) -> dict[str, int]:
+    """Clips written for each seed id (any caption of a kept clip counts)."""
+    import pandas as pd
+
+    counts: dict[str, int] = {}
+    for shard in shards:
+        side = pd.read_parquet(out / "shards" / f"{pipeline.shard_name(shard['index'])}.parquet")
+        for caps in side.loc[side["status"] == "ok", "captions"]:
+            for c in json.loads(caps):
+                counts[c["seed_id"]] = counts.get(c["seed_id"], 0) + 1
+    return counts
+
+
+def _all_scans(
+    out: Path, videos: list[dict[str, Any]], scans: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """This run's scans, then those of listed videos earlier runs finished."""
+    mine_now = {s["video_id"] for s in scans}
+    earlier = []
+    for v in videos:
+        path = pipeline.scan_path(out, v["video_id"])
+        if v["video_id"] not in mine_now and path.exists():
+            earlier.append(json.loads(path.read_text()))
+    return scans + earlier
 
 
 def _scan_all(videos, params: MineParams, threshold: float, logger) -> list[dict[str, Any]]:
@@ -236,6 +336,8 @@ def _report(params, seeds, calib, scans, shard_stats, removed, timings) -> dict[
 
 
 def run_mine(params: MineParams) -> dict[str, Any]:
-    """Run the flow with ``params.workers`` concurrent tasks (ephemeral Prefect, no server)."""
-    runner = ThreadPoolTaskRunner(max_workers=params.workers)
-    return mine.with_options(task_runner=runner)(params)
+    """Run the flow on ``params.workers`` threads, or on Dask when ``params.dask`` is set."""
+    from flows.dask import task_runner_for
+
+    with task_runner_for(params) as runner:
+        return mine.with_options(task_runner=runner)(params)

@@ -24,7 +24,8 @@ class MineParams(BaseModel):
     )
     out: str = Field(description="Output folder (OUT): seeds, index, scans, shards, report")
     embedder: str = Field(
-        DEFAULT_EMBEDDER, description="open_clip:MODEL[/PRETRAINED] or some.module:factory"
+        DEFAULT_EMBEDDER,
+        description="open_clip:MODEL, open_clip:MODEL/PRETRAINED (an open_clip tag or a checkpoint path) or some.module:factory",
     )
     threshold: float | None = Field(
         None,
@@ -80,6 +81,10 @@ class MineParams(BaseModel):
         None,
         ge=1,
         description="torch and faiss threads per worker process (default: cores / workers)",
+    )
+    overwrite: bool = Field(
+        False,
+        description="Start over: remove earlier runs' scans, shards and ledger in OUT (default: mine only new videos)",
     )
     progress: bool = Field(
         False, description="Show progress bars (the CLI turns them on for a terminal)"

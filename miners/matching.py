@@ -90,15 +90,18 @@ def clip_window(peak: float, clip_seconds: float, duration: float) -> tuple[floa
     return float(start), float(start + clip_seconds)
 
 
-def limit_per_seed(candidates: Iterable[Candidate], max_clips_per_seed: int) -> list[Candidate]:
-    """Each seed's best ``max_clips_per_seed`` candidates over all videos."""
+def limit_per_seed(
+    candidates: Iterable[Candidate], max_clips_per_seed: int, used: dict[int, int] | None = None
+) -> list[Candidate]:
+    """Each seed's best candidates over all videos: ``max_clips_per_seed`` less the
+    ``used[seed_row]`` clips earlier runs already gave it."""
     by_seed: dict[int, list[Candidate]] = defaultdict(list)
     for c in candidates:
         by_seed[c.seed_row].append(c)
     kept = []
-    for cands in by_seed.values():
+    for seed_row, cands in by_seed.items():
         cands.sort(key=lambda c: (-c.similarity, c.video_id, c.peak_time))
-        kept.extend(cands[:max_clips_per_seed])
+        kept.extend(cands[: max(0, max_clips_per_seed - (used or {}).get(seed_row, 0))])
     return kept
 
 
@@ -110,15 +113,17 @@ def select_clips(
     clip_seconds: float = 10.0,
     max_clips_per_seed: int = 10,
     merge_overlap: float = 0.5,
+    used: dict[int, int] | None = None,
 ) -> list[ClipRecord]:
     """Turn candidates into clip records.
 
     ``videos`` maps video_id to ``{"video": url, "duration": s, "source": {...}}``;
-    ``seeds[row]`` is ``(seed_id, caption)``. Clips come out in video order
-    (the order of ``videos``), then by start time.
+    ``seeds[row]`` is ``(seed_id, caption)``; ``used`` counts clips earlier runs
+    gave each seed row. Clips come out in video order (the order of ``videos``),
+    then by start time.
     """
     per_video: dict[str, list[Candidate]] = defaultdict(list)
-    for c in limit_per_seed(candidates, max_clips_per_seed):
+    for c in limit_per_seed(candidates, max_clips_per_seed, used):
         per_video[c.video_id].append(c)
     clips = []
     for video_id, info in videos.items():

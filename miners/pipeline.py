@@ -251,23 +251,34 @@ def plan_clips(
     clip_seconds: float = 10.0,
     max_clips_per_seed: int = 10,
     shard_size: int = 1000,
+    run: int = 0,
+    first_shard: int = 0,
+    used_per_seed: dict[str, int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Choose the clips over all scanned videos and assign them to shards.
+    """Choose the clips over the scanned videos and assign them to shards.
 
-    Writes ``OUT/plan.json`` (clips with their shard) and returns one entry a
-    shard: ``{"index": i, "keys": [...]}``.
+    Shards are numbered from ``first_shard`` (after an earlier run's);
+    ``used_per_seed`` counts the clips earlier runs gave each seed id, so
+    ``max_clips_per_seed`` holds over all runs. Writes ``OUT/plan.json`` (the
+    run, its videos, clips and shards) and returns one entry a shard:
+    ``{"index": i, "keys": [...]}``.
     """
     out = Path(out)
     seeds = seed_captions(out)
+    row_of = {seed_id: row for row, (seed_id, _) in enumerate(seeds)}
+    used = {row_of[k]: n for k, n in (used_per_seed or {}).items() if k in row_of}
     videos = {s["video_id"]: {"video": s["video"], "duration": s["duration"], "source": s["source"]}
               for s in scans if s["status"] == "ok"}  # fmt: skip
     candidates = [Candidate(**c) for s in scans if s["status"] == "ok" for c in s["candidates"]]
     clips = select_clips(candidates, videos=videos, seeds=seeds, clip_seconds=clip_seconds,
-                         max_clips_per_seed=max_clips_per_seed)  # fmt: skip
+                         max_clips_per_seed=max_clips_per_seed, used=used)  # fmt: skip
     shards = []
     for n, i in enumerate(range(0, len(clips), shard_size)):
-        shards.append({"index": n, "keys": [c.key for c in clips[i : i + shard_size]]})
-    plan = {"clips": [c.to_dict() for c in clips], "shards": shards}
+        shards.append(
+            {"index": first_shard + n, "keys": [c.key for c in clips[i : i + shard_size]]}
+        )
+    plan = {"run": run, "videos": [s["video_id"] for s in scans],
+            "clips": [c.to_dict() for c in clips], "shards": shards}  # fmt: skip
     atomic_write_json(out / "plan.json", plan)
     return shards
 
@@ -354,6 +365,9 @@ def write_staged(out: Path, shard: dict[str, Any]) -> dict[str, Any]:
             f"shard {shard['index']} has not been staged in {staging_dir(out, shard['index'])}"
         )
     records, extra = staged
+    name = shard_name(shard["index"])
+    for stale in (out / "shards").glob(f".{name}*.tmp"):  # left by a run that was killed
+        stale.unlink()
     stats = write_shard(out / "shards", shard["index"], records, extra_stats=extra)
     shutil.rmtree(staging_dir(out, shard["index"]), ignore_errors=True)
     return {"index": shard["index"], "skipped": False, **stats}

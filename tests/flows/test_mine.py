@@ -139,15 +139,24 @@ def test_broken_inputs_are_failed_rows_and_the_run_finishes(mined):
 
 
 def test_rerun_on_same_out_redoes_nothing(mined):
+    """A second run over the same list is a new, empty run: finished videos are skipped,
+    complete shards untouched; only the failed inputs are tried again."""
     from flows.mine import run_mine
 
-    out, _, report, params, _ = mined
-    stamps = {p: p.stat().st_mtime_ns for p in (out / "shards").glob("*_stats.json")}
-    stamps |= {p: p.stat().st_mtime_ns for p in (out / "scans").glob("*.json")}
+    out, manifest, report, params, _ = mined
+    ok_scans = [
+        p for p in (out / "scans").glob("*.json") if json.loads(p.read_text())["status"] == "ok"
+    ]
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "shards").glob("*")}
+    stamps |= {p: p.stat().st_mtime_ns for p in ok_scans}
     again = run_mine(params)
     assert again["seeds"]["reused"] is True
-    assert again["clips"]["ok"] == report["clips"]["ok"]
+    assert again["run"] == 1 and again["skipped_videos"] == len(ok_scans)
+    assert again["videos"]["total"] == len(manifest["broken_videos"])  # retried, failed again
+    assert again["clips"]["planned"] == 0 and again["next_shard"] == report["next_shard"]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    videos = pd.read_parquet(out / "videos.parquet")
+    assert len(videos) == len(manifest["broken_videos"]) + len(ok_scans)  # a row for every input
 
 
 def test_cli_runs_the_flow_and_reports_failures(planted, tmp_path):
