@@ -7,7 +7,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps demo test lint format clean
+.PHONY: install system-deps test-deps demo test lint format clean
 
 install: system-deps $(STAMP)
 
@@ -17,6 +17,12 @@ system-deps:
 		ldconfig -p | grep -q 'libGL.so.1 ' && ldconfig -p | grep -q 'libglib-2.0.so.0 ' || \
 		{ echo "installing ffmpeg, libgl1, libglib2.0-0 (Debian packages)"; $(SUDO) apt-get update -q && \
 		  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q ffmpeg libgl1 libglib2.0-0; }
+
+# The voice-activity test speaks its own test sentence with espeak-ng.
+test-deps:
+	@command -v espeak-ng >/dev/null || \
+		{ echo "installing espeak-ng (Debian package, for the speech test)"; $(SUDO) apt-get update -q && \
+		  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q espeak-ng; }
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,7 +34,7 @@ $(STAMP): pyproject.toml
 demo: install
 	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(VENV)/bin/capmine demo --root demo
 
-test: install
+test: install test-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
