@@ -129,7 +129,11 @@ class OpenClipEmbedder:
         self.device = resolve_device(device)
         self.batch_size = batch_size
         self.model_name, self.pretrained = model, pretrained
-        self.model = open_clip.create_model(model, pretrained=pretrained, device=self.device)
+        with torch.random.fork_rng(devices=[]):
+            # random towers (no PRETRAINED) are the same in every process: Dask workers
+            # and the flow must embed frames and seeds with one model
+            torch.manual_seed(0)
+            self.model = open_clip.create_model(model, pretrained=pretrained, device=self.device)
         self.model.eval()
         self.tokenizer = open_clip.get_tokenizer(model)
         cfg = self.model.visual.preprocess_cfg

@@ -60,6 +60,10 @@ def test_open_clip_random_weights_shapes_and_unit_rows():
     np.testing.assert_allclose(e.embed_images(imgs[:1]), x[:1], atol=1e-4)
     with pytest.raises(ValueError, match="expected"):
         e.embed_images(imgs[:, :10])
+    # random towers are the same in every process (Dask workers embed frames, the flow seeds)
+    torch.manual_seed(123)
+    again = load_embedder("open_clip:ViT-S-32", device="cpu", batch_size=2)
+    np.testing.assert_allclose(again.embed_images(imgs), x, atol=1e-6)
 
 
 def test_open_clip_loads_a_local_checkpoint(tmp_path):
