@@ -23,13 +23,34 @@ from miners.videos import read_videos
 from shards.writer import atomic_write_json
 
 
-@task(name="embed-seeds")
-def embed_seeds(params: MineParams) -> dict[str, Any]:
-    return pipeline.prepare_seeds(
-        params.seeds, Path(params.out), embedder=params.embedder, device=params.device,
-        workers=params.seed_workers, timeout=params.seed_timeout, progress=params.progress,
-        index=params.index,
+@task(name="plan-seeds")
+def plan_seeds(params: MineParams) -> dict[str, Any]:
+    return pipeline.plan_seeds(params.seeds, Path(params.out), embedder=params.embedder,
+                               device=params.device, index=params.index, chunk=params.seed_chunk)  # fmt: skip
+
+
+@task(name="embed-seed-chunk", task_run_name="seeds-{chunk[0]}")
+def embed_seed_chunk(chunk: list[int], fp: str, params: MineParams) -> str:
+    return pipeline.embed_seed_chunk(
+        params.seeds, Path(params.out), fp, chunk[0], chunk[1], embedder=params.embedder,
+        device=params.device, workers=params.seed_workers, timeout=params.seed_timeout,
+        progress=params.progress,
     )  # fmt: skip
+
+
+def embed_seeds(params: MineParams) -> dict[str, Any]:
+    """Seed embeddings: reused when unchanged, else embedded chunk by chunk (on the
+    task runner: threads, or spread over the Dask cluster) and merged in order."""
+    t0 = time.monotonic()
+    plan = plan_seeds(params)
+    if "reuse" in plan:
+        return {**plan["reuse"], "reused": True, "seconds": time.monotonic() - t0}
+    futures = embed_seed_chunk.map(plan["chunks"], fp=plan["fingerprint"], params=unmapped(params))
+    files = [f.result() for f in futures]
+    meta = pipeline.merge_seed_chunks(Path(params.out), plan["fingerprint"], files,
+                                      embedder=params.embedder, device=params.device,
+                                      index=params.index)  # fmt: skip
+    return {**meta, "reused": False, "seconds": time.monotonic() - t0}
 
 
 @task(name="scan-video", task_run_name="scan-{video[video_id]}")

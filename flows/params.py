@@ -57,6 +57,11 @@ class MineParams(BaseModel):
     batch_size: int = Field(64, ge=1, description="Frames per embedding batch")
     workers: int = Field(2, ge=1, description="Videos scanned (and clips cut) at once")
     seed_workers: int = Field(16, ge=1, description="Seed images loaded at once (threads; URLs)")
+    seed_chunk: int = Field(
+        10000,
+        ge=1,
+        description="Seeds embedded per task (chunks run in parallel, on Dask across workers)",
+    )
     seed_timeout: float = Field(10.0, gt=0, description="Timeout for one seed image URL, seconds")
     fetch_timeout: float = Field(120.0, gt=0, description="Timeout for one video download, seconds")
     max_height: int = Field(

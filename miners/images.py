@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -92,4 +93,6 @@ def decode_image(data: bytes, size: int) -> np.ndarray:
     # PIL's plugins raise many types on corrupt input (OSError, SyntaxError,
     # struct.error, IndexError, ...); all of them mean the bytes are bad.
     except Exception as exc:
-        raise ValueError(f"not a decodable image: {exc}") from exc
+        # PIL names the in-memory buffer by its address; that says nothing to a user
+        why = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(exc))
+        raise ValueError(f"not a decodable image: {why}") from exc

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import json
 import logging
 import shutil
@@ -26,7 +27,13 @@ from miners.embedders import Embedder, fingerprint, load_embedder
 from miners.index import SeedIndex
 from miners.matching import Candidate, HitAccumulator, select_clips
 from shards.record import STATUS_FAILED, ClipRecord
-from shards.writer import atomic_write_json, shard_name, write_shard, write_table
+from shards.writer import (
+    atomic_write_bytes,
+    atomic_write_json,
+    shard_name,
+    write_shard,
+    write_table,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,26 +64,24 @@ def _seed_table_hash(seeds: list) -> str:
     return h.hexdigest()
 
 
-def prepare_seeds(
+def plan_seeds(
     seeds_path: str,
     out: Path,
     *,
     embedder: str,
     device: str = "auto",
-    workers: int = 16,
-    timeout: float = 10.0,
-    progress: bool = False,
     index: str = "auto",
+    chunk: int = 10000,
 ) -> dict[str, Any]:
-    """Read, load and embed the seeds; write ``seeds.parquet``, ``seeds.npy``, ``seeds.index``.
+    """Read the seed table and decide: reuse the saved embeddings, or embed these chunks.
 
-    Reuses the saved embeddings when the seed table and the embedder are the
-    ones that made them (``seeds.json`` records that fingerprint).
+    Returns ``{"reuse": meta}`` when ``seeds.json`` was made from the same seed
+    table, embedder and index kind, else ``{"fingerprint": ..., "chunks": [[start, stop], ...]}``.
+    Chunks are embedded independently (on threads, or spread over a Dask cluster).
     """
-    from miners.seeds import load_seed_images, read_seeds
+    from miners.seeds import read_seeds
 
     out = Path(out)
-    t0 = time.monotonic()
     seeds = read_seeds(seeds_path)
     model = get_embedder(embedder, device)
     fp = hashlib.sha1(
@@ -87,12 +92,42 @@ def prepare_seeds(
         meta = json.loads(meta_path.read_text())
         if meta.get("fingerprint") == fp:
             log.info("seeds: reusing %d embeddings in %s", meta["n_ok"], out)
-            return {**meta, "reused": True, "seconds": time.monotonic() - t0}
+            return {"reuse": meta}
+    chunks = [[i, min(i + chunk, len(seeds))] for i in range(0, len(seeds), chunk)]
+    return {"fingerprint": fp, "n_seeds": len(seeds), "chunks": chunks}
 
+
+def chunk_path(out: Path, fp: str, start: int) -> Path:
+    return Path(out) / "seed_chunks" / f"{fp[:12]}-{start:010d}.npz"
+
+
+def embed_seed_chunk(
+    seeds_path: str,
+    out: Path,
+    fp: str,
+    start: int,
+    stop: int,
+    *,
+    embedder: str,
+    device: str = "auto",
+    workers: int = 16,
+    timeout: float = 10.0,
+    progress: bool = False,
+) -> str:
+    """Load and embed seeds ``[start, stop)``; write their rows and vectors to one ``.npz``.
+
+    A chunk already written (same fingerprint) is not redone.
+    """
+    from miners.seeds import load_seed_images, read_seeds
+
+    path = chunk_path(out, fp, start)
+    if path.exists():
+        return str(path)
+    seeds = read_seeds(seeds_path)[start:stop]
+    model = get_embedder(embedder, device)
     rows: list[dict[str, Any]] = []
     vectors: list[np.ndarray] = []
     batch: list[tuple[int, np.ndarray]] = []
-
     bar = _progress(len(seeds), "seeds", progress)
     for i, image, error in load_seed_images(
         seeds, model.image_size, workers=workers, timeout=timeout
@@ -107,7 +142,37 @@ def prepare_seeds(
         bar.update(1)
     _assign_rows_and_embed(model, batch, rows, vectors)
     bar.close()
+    emb = np.concatenate(vectors) if vectors else np.zeros((0, model.dim), np.float32)
+    buf = io.BytesIO()
+    np.savez(buf, emb=emb, rows=np.array(json.dumps(rows)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buf.getvalue())
+    return str(path)
 
+
+def merge_seed_chunks(
+    out: Path,
+    fp: str,
+    chunk_files: list[str],
+    *,
+    embedder: str,
+    device: str = "auto",
+    index: str = "auto",
+) -> dict[str, Any]:
+    """Join the chunks in order into ``seeds.parquet``, ``seeds.npy``, the index and,
+    last, ``seeds.json``; then remove the chunks."""
+    out = Path(out)
+    model = get_embedder(embedder, device)
+    rows: list[dict[str, Any]] = []
+    vectors: list[np.ndarray] = []
+    for f in chunk_files:
+        with np.load(f) as z:
+            part, emb = json.loads(str(z["rows"])), z["emb"]
+        first = sum(len(v) for v in vectors)
+        for r in part:
+            r["row"] = first + r["row"] if r["row"] >= 0 else -1
+        rows.extend(part)
+        vectors.append(emb)
     emb = np.concatenate(vectors) if vectors else np.zeros((0, model.dim), np.float32)
     out.mkdir(parents=True, exist_ok=True)
     SeedIndex(emb, kind=index).save(out)
@@ -116,14 +181,48 @@ def prepare_seeds(
     meta = {"fingerprint": fp, "embedder": embedder, "dim": model.dim,
             "image_size": model.image_size, "n_seeds": len(rows),
             "n_ok": len(rows) - n_failed, "n_failed": n_failed}  # fmt: skip
-    atomic_write_json(meta_path, meta)
+    atomic_write_json(out / "seeds.json", meta)
+    shutil.rmtree(out / "seed_chunks", ignore_errors=True)
     if n_failed:
         log.warning("seeds: %d of %d could not be read (see seeds.parquet)", n_failed, len(rows))
+    return meta
+
+
+def prepare_seeds(
+    seeds_path: str,
+    out: Path,
+    *,
+    embedder: str,
+    device: str = "auto",
+    workers: int = 16,
+    timeout: float = 10.0,
+    progress: bool = False,
+    index: str = "auto",
+    chunk: int = 10000,
+) -> dict[str, Any]:
+    """Read, load and embed the seeds, chunk after chunk in this process; write
+    ``seeds.parquet``, ``seeds.npy``, ``seeds.index`` and ``seeds.json``.
+
+    Reuses the saved embeddings when the seed table and the embedder are the
+    ones that made them (``seeds.json`` records that fingerprint).
+    """
+    t0 = time.monotonic()
+    plan = plan_seeds(seeds_path, out, embedder=embedder, device=device, index=index, chunk=chunk)
+    if "reuse" in plan:
+        return {**plan["reuse"], "reused": True, "seconds": time.monotonic() - t0}
+    files = [
+        embed_seed_chunk(seeds_path, out, plan["fingerprint"], a, b, embedder=embedder,
+                         device=device, workers=workers, timeout=timeout, progress=progress)
+        for a, b in plan["chunks"]
+    ]  # fmt: skip
+    meta = merge_seed_chunks(
+        out, plan["fingerprint"], files, embedder=embedder, device=device, index=index
+    )
     return {**meta, "reused": False, "seconds": time.monotonic() - t0}
 
 
 def _assign_rows_and_embed(model, batch, rows, vectors) -> None:
-    """Embed a batch of loaded seed images; each seed row learns its row in ``seeds.npy``."""
+    """Embed a batch of loaded seed images; each seed row learns its row in its chunk."""
     if not batch:
         return
     first = sum(len(v) for v in vectors)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -33,7 +34,7 @@ def _params(root: Path, out: str, **kw) -> MineParams:
     return MineParams(
         seeds=str(root / "data" / "seeds"), videos=str(root / "data" / "videos.txt"),
         out=str(root / out), embedder=EMBEDDER, threshold=0.6, filters="none", shard_size=3,
-        device="cpu", **kw,
+        device="cpu", seed_chunk=2, **kw,
     )  # fmt: skip
 
 
@@ -129,6 +130,12 @@ def test_local_cluster_mines_the_same_clips(dataset, plain, monkeypatch):
     n_videos = len((dataset / "data" / "videos.txt").read_text().split())
 
     pd.testing.assert_frame_equal(_clips(dataset / "local2"), plain_clips)
+    # seeds embedded in chunks of two on the cluster: the same table and vectors
+    np.testing.assert_array_equal(
+        np.load(dataset / "local2" / "seeds.npy"), np.load(dataset / "plain" / "seeds.npy")
+    )
+    pd.testing.assert_frame_equal(pd.read_parquet(dataset / "local2" / "seeds.parquet"),
+                                  pd.read_parquet(dataset / "plain" / "seeds.parquet"))  # fmt: skip
     assert report["clips"] == plain_report["clips"]
     assert report["videos"] == plain_report["videos"]
     _assert_one_server(report, n_videos)

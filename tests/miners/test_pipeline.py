@@ -100,3 +100,19 @@ def test_shards_after_downloads_are_gone_refetch_and_a_lost_source_fails_one_cli
     assert again["skipped"] is True
     plan = json.loads((out / "plan.json").read_text())
     assert {c["key"] for c in plan["clips"]} == set(shard["keys"])
+
+
+def test_seeds_embedded_in_chunks_equal_one_pass(tiny_set, tmp_path):
+    out, _ = tiny_set  # made in one chunk
+    seeds = out.parent / "seeds"
+    (seeds / "C.jpg").write_bytes(b"not a picture")  # undecodable: a failed row between chunks
+    (seeds / "C.txt").write_text("picture C")
+    chunked = tmp_path / "chunked"
+    one = tmp_path / "one"
+    pipeline.prepare_seeds(str(seeds), chunked, embedder=EMBEDDER, device="cpu", chunk=1)
+    pipeline.prepare_seeds(str(seeds), one, embedder=EMBEDDER, device="cpu", chunk=100)
+    np.testing.assert_array_equal(np.load(chunked / "seeds.npy"), np.load(one / "seeds.npy"))
+    a, b = pd.read_parquet(chunked / "seeds.parquet"), pd.read_parquet(one / "seeds.parquet")
+    pd.testing.assert_frame_equal(a, b)
+    assert list(a["row"]) == [0, 1, -1] and list(a["status"]) == ["ok", "ok", "failed"]
+    assert not (chunked / "seed_chunks").exists()  # chunks removed once merged
