@@ -191,7 +191,8 @@ def mine(params: MineParams) -> dict[str, Any]:
     logger.info("%d clips planned in %d shards", n_planned, len(shards))
     shard_stats = []
     if shards:
-        [f.result() for f in stage.map(shards, params=unmapped(params))]
+        for future in stage.map(shards, params=unmapped(params)):
+            future.result()  # every shard cut and filtered before the run-level filters
         filter_run(shards, params)
         shard_stats = [f.result() for f in write.map(shards, params=unmapped(params))]
     t_shards = time.monotonic() - t0 - t_seeds - t_scan
