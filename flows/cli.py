@@ -1,4 +1,4 @@
-"""The ``capmine`` command line: ``mine``, ``calibrate`` and ``demo``.
+"""capmine: mine captioned audio+video clips from videos, filter them, and train on them.
 
 Options of ``mine`` come from the flow's parameter model, so the CLI, the flow
 and the deployments share one set of names, defaults and descriptions.
@@ -187,7 +187,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="capmine", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="capmine", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
