@@ -47,9 +47,9 @@ def embed_seeds(params: MineParams) -> dict[str, Any]:
         return {**plan["reuse"], "reused": True, "seconds": time.monotonic() - t0}
     futures = embed_seed_chunk.map(plan["chunks"], fp=plan["fingerprint"], params=unmapped(params))
     files = [f.result() for f in futures]
-    meta = pipeline.merge_seed_chunks(Path(params.out), plan["fingerprint"], files,
-                                      embedder=params.embedder, device=params.device,
-                                      index=params.index)  # fmt: skip
+    meta = pipeline.merge_seed_chunks(
+        Path(params.out), plan, files, embedder=params.embedder, index=params.index
+    )
     return {**meta, "reused": False, "seconds": time.monotonic() - t0}
 
 

@@ -94,7 +94,8 @@ def plan_seeds(
             log.info("seeds: reusing %d embeddings in %s", meta["n_ok"], out)
             return {"reuse": meta}
     chunks = [[i, min(i + chunk, len(seeds))] for i in range(0, len(seeds), chunk)]
-    return {"fingerprint": fp, "n_seeds": len(seeds), "chunks": chunks}
+    return {"fingerprint": fp, "n_seeds": len(seeds), "chunks": chunks,
+            "dim": model.dim, "image_size": model.image_size}  # fmt: skip
 
 
 def chunk_path(out: Path, fp: str, start: int) -> Path:
@@ -151,18 +152,12 @@ def embed_seed_chunk(
 
 
 def merge_seed_chunks(
-    out: Path,
-    fp: str,
-    chunk_files: list[str],
-    *,
-    embedder: str,
-    device: str = "auto",
-    index: str = "auto",
+    out: Path, plan: dict[str, Any], chunk_files: list[str], *, embedder: str, index: str = "auto"
 ) -> dict[str, Any]:
     """Join the chunks in order into ``seeds.parquet``, ``seeds.npy``, the index and,
-    last, ``seeds.json``; then remove the chunks."""
+    last, ``seeds.json``; then remove the chunks. Needs no model: ``plan`` (from
+    :func:`plan_seeds`) knows its widths."""
     out = Path(out)
-    model = get_embedder(embedder, device)
     rows: list[dict[str, Any]] = []
     vectors: list[np.ndarray] = []
     for f in chunk_files:
@@ -173,13 +168,13 @@ def merge_seed_chunks(
             r["row"] = first + r["row"] if r["row"] >= 0 else -1
         rows.extend(part)
         vectors.append(emb)
-    emb = np.concatenate(vectors) if vectors else np.zeros((0, model.dim), np.float32)
+    emb = np.concatenate(vectors) if vectors else np.zeros((0, plan["dim"]), np.float32)
     out.mkdir(parents=True, exist_ok=True)
     SeedIndex(emb, kind=index).save(out)
     write_table(out / "seeds.parquet", rows)
     n_failed = sum(r["status"] != "ok" for r in rows)
-    meta = {"fingerprint": fp, "embedder": embedder, "dim": model.dim,
-            "image_size": model.image_size, "n_seeds": len(rows),
+    meta = {"fingerprint": plan["fingerprint"], "embedder": embedder, "dim": plan["dim"],
+            "image_size": plan["image_size"], "n_seeds": len(rows),
             "n_ok": len(rows) - n_failed, "n_failed": n_failed}  # fmt: skip
     atomic_write_json(out / "seeds.json", meta)
     shutil.rmtree(out / "seed_chunks", ignore_errors=True)
@@ -215,9 +210,7 @@ def prepare_seeds(
                          device=device, workers=workers, timeout=timeout, progress=progress)
         for a, b in plan["chunks"]
     ]  # fmt: skip
-    meta = merge_seed_chunks(
-        out, plan["fingerprint"], files, embedder=embedder, device=device, index=index
-    )
+    meta = merge_seed_chunks(out, plan, files, embedder=embedder, index=index)
     return {**meta, "reused": False, "seconds": time.monotonic() - t0}
 
 
