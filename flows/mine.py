@@ -74,7 +74,7 @@ def stage(shard: dict[str, Any], params: MineParams) -> dict[str, Any]:
         cache_dir=_cache_dir(params), fetch_timeout=params.fetch_timeout, max_height=params.max_height,
     )  # fmt: skip
     chain = filter_chains(params)[0]
-    chain(records, _filter_context(params, pipeline.staging_dir(out, shard["index"])))
+    chain(records, _filter_context(params, chain, pipeline.staging_dir(out, shard["index"])))
     pipeline.save_staged(out, shard, records, {"filters": chain.stats()})
     return {"index": shard["index"], "skipped": False, "seconds": time.monotonic() - t0}
 
@@ -89,7 +89,7 @@ def filter_run(shards: list[dict[str, Any]], params: MineParams) -> dict[str, An
     if not len(chain) or not staged:
         return {}
     records = [r for _, (recs, _) in staged for r in recs]
-    chain(records, _filter_context(params, out / "staging"))
+    chain(records, _filter_context(params, chain, out / "staging"))
     for shard, (recs, extra) in staged:
         extra = dict(extra, run_filters=chain.stats())
         pipeline.save_staged(out, shard, recs, extra)
@@ -111,11 +111,11 @@ def filter_chains(params: MineParams):
     return split_chain(params.filters, overrides)
 
 
-def _filter_context(params: MineParams, tmp_dir: Path):
+def _filter_context(params: MineParams, chain, tmp_dir: Path):
+    """What ``chain`` borrows from the run: the embedder only when one of its filters needs it."""
     from filters.base import FilterContext
 
-    per_clip, run_level = filter_chains(params)
-    needs = any(f.needs_embedder for f in per_clip.filters + run_level.filters)
+    needs = any(f.needs_embedder for f in chain.filters)
     embedder = (
         pipeline.get_embedder(params.embedder, params.device, params.batch_size) if needs else None
     )
