@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from filters import media
 from filters.base import Filter
+from media.audio import decode_audio
 from shards.record import ClipRecord
 
 SILENCE_DB = -120.0  # floor of the score: a float32 of digital zeros
@@ -41,7 +41,7 @@ class AudioFilter(Filter):
     def compute(self, record: ClipRecord) -> dict[str, float]:
         if not record.flac:
             return {"has_audio": 0.0}
-        return {"has_audio": 1.0, "audio_rms_db": rms_db(media.read_audio(record.flac))}
+        return {"has_audio": 1.0, "audio_rms_db": rms_db(decode_audio(record.flac))}
 
     def keep(self, scores: dict[str, float]) -> str | None:
         if scores.get("has_audio") == 0.0:

@@ -42,7 +42,7 @@ def default_recut(context: FilterContext) -> Recut:
 
     The trimmed files go to ``context.tmp_dir`` (or beside the originals, replacing them).
     """
-    from filters import media
+    from media.video import trim
 
     def recut(record: ClipRecord, start: float, end: float) -> None:
         if record.mp4 is None:
@@ -50,9 +50,9 @@ def default_recut(context: FilterContext) -> Recut:
         out = Path(context.tmp_dir) if context.tmp_dir else Path(record.mp4).parent
         out.mkdir(parents=True, exist_ok=True)
         offset, seconds = start - record.start, end - start
-        record.mp4 = str(media.trim(record.mp4, offset, seconds, out / f"{record.key}.mp4"))
+        record.mp4 = str(trim(record.mp4, offset, seconds, out / f"{record.key}.mp4"))
         if record.flac:
-            record.flac = str(media.trim(record.flac, offset, seconds, out / f"{record.key}.flac"))
+            record.flac = str(trim(record.flac, offset, seconds, out / f"{record.key}.flac"))
         record.start, record.end = start, end
 
     return recut
@@ -81,18 +81,19 @@ class FilterContext:
 
         Cached per file version: agreement and dedup decode each clip once.
         """
-        from filters import media
+        from media import MediaError
+        from media.video import read_frames
 
         if self.embedder is None:
             raise ValueError("this filter needs an embedder: FilterContext(embedder=...)")
         if record.mp4 is None:
-            raise media.MediaError(f"{record.key}: no mp4")
+            raise MediaError(f"{record.key}: no mp4")
         st = os.stat(record.mp4)
         cache_key = (record.mp4, st.st_mtime_ns, st.st_size, n)
         if cache_key in self._frames:
             self._frames.move_to_end(cache_key)
             return self._frames[cache_key]
-        frames = media.read_frames(record.mp4, n, size=int(self.embedder.image_size))
+        frames = read_frames(record.mp4, n, size=int(self.embedder.image_size))
         emb = np.asarray(self.embedder.embed_images(frames), dtype=np.float32)
         self._frames[cache_key] = emb
         while len(self._frames) > self.cache_size:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from filters import media
 from filters.base import Filter
+from media import MediaError
+from media.video import read_frames
 from shards.record import ClipRecord
 
 
@@ -63,10 +64,8 @@ class BlankFilter(Filter):
 
     def compute(self, record: ClipRecord) -> dict[str, float]:
         if not record.mp4:
-            raise media.MediaError(f"{record.key}: no mp4")
-        frames = media.read_frames(
-            record.mp4, self.frames, size=(self.width, self.height), grey=True
-        )
+            raise MediaError(f"{record.key}: no mp4")
+        frames = read_frames(record.mp4, self.frames, size=(self.width, self.height), grey=True)
         return blank_scores(frames, self.flat_std, self.dark_level)
 
     def keep(self, scores: dict[str, float]) -> str | None:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from filters import media
 from filters.base import Filter
+from media import MediaError
+from media.video import read_frames
 from shards.record import ClipRecord
 
 
@@ -85,10 +86,8 @@ class MotionFilter(Filter):
 
     def compute(self, record: ClipRecord) -> dict[str, float]:
         if not record.mp4:
-            raise media.MediaError(f"{record.key}: no mp4")
-        frames = media.read_frames(
-            record.mp4, self.frames, size=(self.width, self.height), grey=True
-        )
+            raise MediaError(f"{record.key}: no mp4")
+        frames = read_frames(record.mp4, self.frames, size=(self.width, self.height), grey=True)
         return motion_scores(frames, self.max_shift)
 
     def keep(self, scores: dict[str, float]) -> str | None:

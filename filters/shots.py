@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import logging
 
-from filters import media
 from filters.base import Filter
+from media import MediaError
 from shards.record import STATUS_FAILED, ClipRecord
 
 log = logging.getLogger(__name__)
@@ -51,10 +51,10 @@ class ShotsFilter(Filter):
 
     def compute(self, record: ClipRecord) -> dict[str, float]:
         if not record.mp4:
-            raise media.MediaError(f"{record.key}: no mp4")
+            raise MediaError(f"{record.key}: no mp4")
         shots = shot_bounds(record.mp4, self.threshold, self.min_scene_seconds)
         if not shots:
-            raise media.MediaError(f"{record.key}: scenedetect read no frame")
+            raise MediaError(f"{record.key}: scenedetect read no frame")
         at = record.match_time - record.start
         holding = next((s for s in shots if s[0] <= at < s[1]), shots[-1] if at >= 0 else shots[0])
         return {

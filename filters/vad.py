@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import functools
 
-from filters import media
 from filters.base import Filter
+from media.audio import AUDIO_RATE, decode_audio
 from shards.record import ClipRecord
 
 
@@ -28,7 +28,7 @@ def _model():
         return load_silero_vad()
 
 
-def speech_fraction(samples, threshold: float = 0.5, rate: int = media.AUDIO_RATE) -> float:
+def speech_fraction(samples, threshold: float = 0.5, rate: int = AUDIO_RATE) -> float:
     """Share of ``samples`` (mono float32 at 16 kHz) inside silero-vad's speech segments."""
     import torch
     from silero_vad import get_speech_timestamps
@@ -60,7 +60,7 @@ class VadFilter(Filter):
     def compute(self, record: ClipRecord) -> dict[str, float]:
         if not record.flac:
             return {"speech_fraction": 0.0}  # no sound, no speech
-        return {"speech_fraction": speech_fraction(media.read_audio(record.flac), self.threshold)}
+        return {"speech_fraction": speech_fraction(decode_audio(record.flac), self.threshold)}
 
     def keep(self, scores: dict[str, float]) -> str | None:
         s = scores["speech_fraction"]

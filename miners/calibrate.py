@@ -114,10 +114,10 @@ def calibrate(
     ``max_videos`` videos, and estimate the threshold from the null similarities."""
     import logging
 
+    from media import MediaError
     from miners.fetch import FetchError, fetch_video, remove_download
     from miners.frames import iter_frames
     from miners.pipeline import get_embedder
-    from miners.probe import VideoError
     from miners.seeds import load_seed_images, read_seeds
     from miners.videos import read_videos
 
@@ -145,7 +145,7 @@ def calibrate(
                 n_videos += 1
             finally:
                 remove_download(fetched)
-        except (FetchError, VideoError) as e:
+        except (FetchError, MediaError) as e:
             log.warning("calibrate: skipping %s: %s", video.url, e)
     frames = np.concatenate(frame_embs) if frame_embs else np.zeros((0, model.dim), np.float32)
     seed_null = best_other_seed(seed_emb)

@@ -10,22 +10,22 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import secrets
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import ffmpeg
 from PIL import Image
 
-from miners.frames import fit_short_side, frame_at
-from miners.probe import FFMPEG, Streams, VideoError, probe_streams, stderr_tail
+from media.audio import AUDIO_RATE
+from media.ffmpeg import FFMPEG, MediaError, run
+from media.images import fit_short_side
+from media.probe import Streams, probe_streams
+from miners.frames import frame_at
+from shards.keys import is_valid_key
 
 log = logging.getLogger(__name__)
 
-KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")  # the shard key alphabet: no dots
-AUDIO_RATE = 16000  # Hz, the trainer's log-mel input
 JPEG_QUALITY = 90
 
 
@@ -52,17 +52,17 @@ def cut_clip(
     """Write ``key``.mp4/.flac/.jpg for ``[start, end)`` of ``src`` into ``out_dir``.
 
     Times count from the video stream's first frame, as :func:`miners.frames.iter_frames`
-    reports them. Raises :class:`VideoError` (leaving nothing behind) when
+    reports them. Raises :class:`MediaError` (leaving nothing behind) when
     ffmpeg fails, ``ValueError`` for a bad key or an empty window.
     """
-    if not KEY_RE.match(key):
+    if not is_valid_key(key):
         raise ValueError(f"key {key!r} must be letters, digits, '_' or '-'")
     if not end > start:
         raise ValueError(f"empty window [{start}, {end})")
     out_dir = Path(out_dir)
     info, streams = probe_streams(src)
     if has_audio and streams.audio_index is None:
-        raise VideoError(f"{src}: has_audio was given but there is no audio stream")
+        raise MediaError(f"{src}: has_audio was given but there is no audio stream")
     size = fit_short_side(info.width, info.height, height)
     final = {ext: out_dir / f"{key}.{ext}" for ext in ("mp4", "flac", "jpg")}
     if not has_audio:
@@ -102,12 +102,7 @@ def _encode(
         .global_args("-nostdin", "-hide_banner", "-copyts", "-loglevel", "error", "-y")
         .compile(cmd=FFMPEG)
     )
-    try:
-        proc = subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL, timeout=timeout)
-    except subprocess.TimeoutExpired as e:
-        raise VideoError(f"{src}: ffmpeg timed out after {timeout:g} s cutting a clip") from e
-    if proc.returncode != 0:
-        raise VideoError(f"{src}: ffmpeg failed cutting a clip: {stderr_tail(proc.stderr)}")
+    run(cmd, what=f"{src} [{start:.3f}, {end:.3f})", timeout=timeout)
 
 
 def _outputs(

@@ -8,7 +8,7 @@ Two spellings select one (clip-retrieval's):
   ``image_size``, ``embed_images`` and ``embed_texts`` (see :class:`Embedder`).
 
 Frames arrive already scaled and centre-cropped to ``image_size`` (ffmpeg does
-that for videos, :mod:`miners.images` for seed pictures), as uint8 RGB.
+that for videos, :mod:`media.images` for seed pictures), as uint8 RGB.
 """
 
 from __future__ import annotations

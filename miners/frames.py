@@ -7,7 +7,7 @@ long video never sits in memory. Each frame carries the exact presentation
 time of the source frame it came from, so a match points at a frame that
 :func:`frame_at` and :func:`miners.cut.cut_clip` can find again.
 
-Times count from the video stream's first frame (see :mod:`miners.probe`).
+Times count from the video stream's first frame (see :mod:`media.probe`).
 """
 
 from __future__ import annotations
@@ -15,18 +15,16 @@ from __future__ import annotations
 import logging
 import queue
 import re
-import subprocess
-import threading
-from collections import deque
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import IO
 
 import ffmpeg
 import numpy as np
 
-from miners.probe import FFMPEG, Streams, VideoError, probe_streams, stderr_tail
+from media.ffmpeg import FFMPEG, MediaError, Pipe, run
+from media.images import SQUARE_PIXELS, FilterStep, centre_square, fit_short_side
+from media.probe import Streams, probe_streams
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +36,6 @@ FRAME_TIMEOUT = 60.0  # seconds for frame_at: one seek and one decoded frame
 _FRAME_RE = re.compile(r"\bn:\s*\d+\s+pts:\s*(\S+)\s+pts_time:(\S+)")
 _TIME_BASE_RE = re.compile(r"config in time_base:\s*(\d+)/(\d+)")
 _SHOWINFO = "Parsed_showinfo"
-_ERROR_TAGS = ("[error]", "[fatal]", "[panic]")  # -loglevel level+info tags each line
 
 
 def iter_frames(
@@ -55,7 +52,7 @@ def iter_frames(
 
     ``timeout`` bounds the whole decode; ``threads`` is ffmpeg's decoder thread
     count (0: ffmpeg decides), worth pinning when many workers share a machine.
-    Raises :class:`VideoError` when ffmpeg fails or nothing decodes; a file cut
+    Raises :class:`MediaError` when ffmpeg fails or nothing decodes; a file cut
     short that ffmpeg still decodes in part yields what it could, with a warning.
     """
     if fps <= 0 or size <= 0 or batch_size <= 0:
@@ -65,8 +62,9 @@ def iter_frames(
     log.debug("sampling %s: %s", path, cmd)
     n_frames = 0
     last_time = float("nan")
-    with _FfmpegPipe(cmd, path, timeout) as pipe:
-        for times, frames in _read_batches(pipe, size, batch_size):
+    clock = _FrameClock(path)
+    with Pipe(cmd, what=path, timeout=timeout, on_line=clock.parse, on_close=clock.close) as pipe:
+        for times, frames in _read_batches(pipe, clock, size, batch_size):
             # ffprobe gives the start to the microsecond; finer digits are noise.
             times = np.round(times - streams.video_start, 6)
             n_frames += len(times)
@@ -74,7 +72,7 @@ def iter_frames(
             yield times, frames
         pipe.finish()
         if n_frames == 0:
-            raise VideoError(f"{path}: no frames decoded: {pipe.tail() or 'no message'}")
+            raise MediaError(f"{path}: no frames decoded: {pipe.tail() or 'no message'}")
         if pipe.problems(errors_only=True):
             log.warning(
                 "%s: decoded %d frames up to %.2f s of %.2f s despite errors: %s",
@@ -102,7 +100,7 @@ def frame_at(
         lookback = max(1.0, 3.0 / info.fps) if info.fps else 2.0
         frame = _grab(path, streams, time - lookback, size, timeout, last=True)
     if frame is None:
-        raise VideoError(f"{path}: no frame at {time:.3f} s (duration {info.duration:.3f} s)")
+        raise MediaError(f"{path}: no frame at {time:.3f} s (duration {info.duration:.3f} s)")
     return frame
 
 
@@ -132,27 +130,11 @@ def _grab(
         .global_args("-nostdin", "-hide_banner", "-copyts", "-loglevel", "error")
         .compile(cmd=FFMPEG)
     )
-    out = _run(cmd, path, timeout)
+    out = run(cmd, what=path, timeout=timeout)
     n_bytes = width * height * 3
     if len(out) < n_bytes:
         return None
     return np.frombuffer(out[:n_bytes], dtype=np.uint8).reshape(height, width, 3).copy()
-
-
-def fit_short_side(width: int, height: int, limit: int | None) -> tuple[int, int]:
-    """Scale so the shorter side is at most ``limit`` (never up), both sides even.
-
-    Even because H.264 in yuv420p needs it; :mod:`miners.cut` uses this for
-    both the clip and its still, so the two always agree.
-    """
-    scale = 1.0
-    if limit is not None and min(width, height) > limit:
-        scale = limit / min(width, height)
-    return _even(width * scale), _even(height * scale)
-
-
-def _even(x: float) -> int:
-    return max(2, 2 * round(x / 2))
 
 
 def _sampling_command(
@@ -175,19 +157,23 @@ def _sampling_command(
     keep = f"isnan(prev_selected_t)+gt({bucket('t')},{bucket('prev_selected_t')})"
     video = ffmpeg.input(str(path), threads=threads)[str(streams.video_index)]
     video = video.filter("select", keep).filter("showinfo")
-    if not streams.square_pixels:
-        video = video.filter("scale", "iw*sar", "ih").filter("setsar", 1)
-    video = video.filter(
-        "scale", size, size, force_original_aspect_ratio="increase", flags="bicubic"
-    ).filter("crop", size, size)
+    steps = ([] if streams.square_pixels else SQUARE_PIXELS) + centre_square(size)
+    video = apply_filters(video, steps)
     out = video.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
     return out.global_args(
         "-nostdin", "-hide_banner", "-nostats", "-copyts", "-loglevel", "level+info"
     ).compile(cmd=FFMPEG)
 
 
+def apply_filters(stream, steps: list[FilterStep]):
+    """``steps`` (see :mod:`media.images`) applied to an ffmpeg-python stream, in order."""
+    for name, args, kwargs in steps:
+        stream = stream.filter(name, *args, **kwargs)
+    return stream
+
+
 def _read_batches(
-    pipe: _FfmpegPipe, size: int, batch_size: int
+    pipe: Pipe, clock: _FrameClock, size: int, batch_size: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Fill fresh arrays frame by frame (a consumer may keep earlier batches);
     the i-th frame on stdout takes the i-th showinfo time."""
@@ -195,8 +181,8 @@ def _read_batches(
         frames = np.empty((batch_size, size, size, 3), dtype=np.uint8)
         times = np.empty(batch_size, dtype=np.float64)
         n = 0
-        while n < batch_size and pipe.read_frame(frames[n]):
-            times[n] = pipe.next_time()
+        while n < batch_size and pipe.read_into(memoryview(frames[n]).cast("B")):
+            times[n] = clock.next_time(pipe)
             n += 1
         if n:
             yield times[:n], frames[:n]
@@ -204,122 +190,39 @@ def _read_batches(
             return
 
 
-def _run(cmd: list[str], path: str | Path, timeout: float) -> bytes:
-    """Run ffmpeg to completion; its failure becomes a VideoError naming ``path``."""
-    try:
-        proc = subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL, timeout=timeout)
-    except subprocess.TimeoutExpired as e:
-        raise VideoError(f"{path}: ffmpeg timed out after {timeout:g} s") from e
-    if proc.returncode != 0:
-        raise VideoError(f"{path}: ffmpeg failed: {stderr_tail(proc.stderr) or 'no message'}")
-    return proc.stdout
+class _FrameClock:
+    """The presentation time of every frame ffmpeg writes, read from showinfo's stderr lines.
 
-
-class _FfmpegPipe:
-    """A running ffmpeg whose stdout is raw frames and whose stderr, drained by
-    a thread (else ffmpeg blocks on a full pipe), gives one time per frame.
-
-    Leaving the ``with`` block, normally or on a closed generator, kills and
-    reaps ffmpeg, so no process outlives its reader.
+    showinfo logs a frame before ffmpeg writes it, so by the time a frame is
+    read from stdout its time is in the queue or on its way.
     """
 
-    def __init__(self, cmd: list[str], path: str | Path, timeout: float | None):
-        self.cmd = cmd
+    def __init__(self, path: str | Path):
         self.path = path
-        self.timeout = timeout
-        self.timed_out = False
-        self.returncode: int | None = None
         self._times: queue.Queue[float | None] = queue.Queue()
         self._time_base: Fraction | None = None
-        self._lines: deque[str] = deque(maxlen=50)
         self._exhausted = False
 
-    def __enter__(self) -> _FfmpegPipe:
-        self.proc = subprocess.Popen(
-            self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        self._reader = threading.Thread(target=self._drain, args=(self.proc.stderr,), daemon=True)
-        self._reader.start()
-        self._timer = None
-        if self.timeout is not None:
-            self._timer = threading.Timer(self.timeout, self._expire)
-            self._timer.daemon = True
-            self._timer.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self._reader.join(timeout=5)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
-
-    def _expire(self) -> None:
-        self.timed_out = True
-        self.proc.kill()
-
-    def read_frame(self, out: np.ndarray) -> bool:
-        """Fill ``out`` with the next frame; False at the end (a torn frame is dropped)."""
-        view = memoryview(out).cast("B")
-        got = 0
-        assert self.proc.stdout is not None
-        while got < len(view):
-            n = self.proc.stdout.readinto(view[got:])
-            if not n:
-                return False
-            got += n
-        return True
-
-    def next_time(self) -> float:
-        """The showinfo time of the frame just read; showinfo logs a frame
-        before ffmpeg writes it, so the line is there or on its way."""
-        value = None if self._exhausted else self._times.get()
-        if value is None:
-            self._exhausted = True
-            raise VideoError(f"{self.path}: ffmpeg wrote a frame without a time: {self.tail()}")
-        return value
-
-    def finish(self) -> None:
-        """Wait for ffmpeg to exit; a failure or a timeout is the video's error."""
-        self.returncode = self.proc.wait()
-        self._reader.join()
-        if self.returncode == 0:
-            return
-        if self.timed_out:
-            raise VideoError(f"{self.path}: ffmpeg timed out after {self.timeout:g} s")
-        raise VideoError(
-            f"{self.path}: ffmpeg exited {self.returncode}: {self.tail() or 'no message'}"
-        )
-
-    def problems(self, *, errors_only: bool = False) -> list[str]:
-        """Lines ffmpeg tagged as errors (and warnings, unless ``errors_only``:
-        some are routine, such as swscale's note on yuvj420p)."""
-        tags = _ERROR_TAGS if errors_only else ("[warning]", *_ERROR_TAGS)
-        return [line for line in self._lines if any(tag in line for tag in tags)]
-
-    def tail(self) -> str:
-        """ffmpeg's own complaints if it made any, else its last lines."""
-        return stderr_tail("\n".join(self.problems() or self._lines))
-
-    def _drain(self, stderr: IO[bytes]) -> None:
-        try:
-            for raw in iter(stderr.readline, b""):
-                self._parse(raw.decode("utf-8", "replace").rstrip())
-        finally:
-            self._times.put(None)
-
-    def _parse(self, line: str) -> None:
+    def parse(self, line: str) -> bool:
+        """Take a showinfo line (True); leave any other line to the pipe's tail (False)."""
         if _SHOWINFO not in line:
-            self._lines.append(line)
-            return
+            return False
         if match := _FRAME_RE.search(line):
             self._times.put(self._seconds(match[1], match[2]))
         elif match := _TIME_BASE_RE.search(line):
             self._time_base = Fraction(int(match[1]), int(match[2]))
+        return True
+
+    def close(self) -> None:
+        self._times.put(None)
+
+    def next_time(self, pipe: Pipe) -> float:
+        """The time of the frame just read."""
+        value = None if self._exhausted else self._times.get()
+        if value is None:
+            self._exhausted = True
+            raise MediaError(f"{self.path}: ffmpeg wrote a frame without a time: {pipe.tail()}")
+        return value
 
     def _seconds(self, pts: str, pts_time: str) -> float:
         """pts times the time base: exact, where ffmpeg 5's ``pts_time`` keeps

@@ -260,9 +260,10 @@ def scan_video(
     returned as is. A video that cannot be
     fetched or decoded is a failed result, never an exception.
     """
+    from media import MediaError
+    from media.probe import probe
     from miners.fetch import FetchError, fetch_video, remove_download
     from miners.frames import iter_frames
-    from miners.probe import VideoError, probe
 
     out = Path(out)
     path = scan_path(out, video["video_id"])
@@ -309,7 +310,7 @@ def scan_video(
         result["timings"]["decode"] = time.monotonic() - t0 - result["timings"]["fetch"] - t_embed
     except FetchError as e:
         result.update(status="failed", error=f"fetch {e}")
-    except VideoError as e:
+    except MediaError as e:
         result.update(status="failed", error=f"decode: {e}")
     if fetched is not None and fetched.downloaded and not result["candidates"]:
         remove_download(fetched)  # nothing to cut from it
@@ -500,9 +501,9 @@ def _cut_one(
     record: ClipRecord, *, work: Path, scans, sources: _SourceCache, clip_height: int
 ) -> None:
     """Cut one clip into ``work``; a failure marks the record failed with its error."""
+    from media import MediaError
     from miners.cut import cut_clip
     from miners.fetch import FetchError
-    from miners.probe import VideoError
 
     scan = scans[record.video_id]
     try:
@@ -511,7 +512,7 @@ def _cut_one(
                        height=clip_height, has_audio=bool(scan["source"].get("has_audio")))  # fmt: skip
         record.mp4, record.jpg = str(res.mp4), str(res.jpg)
         record.flac = str(res.flac) if res.flac else None
-    except (FetchError, VideoError, OSError) as e:
+    except (FetchError, MediaError, OSError) as e:
         record.status, record.error = STATUS_FAILED, f"cut: {e}"
         log.warning("clip %s failed: %s", record.key, e)
 

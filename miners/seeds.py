@@ -18,7 +18,6 @@ import csv
 import logging
 import math
 import os
-import re
 import tarfile
 import threading
 import time
@@ -36,7 +35,9 @@ import numpy as np
 import requests
 from braceexpand import braceexpand
 
-from miners.images import decode_image
+from media.ffmpeg import MediaError
+from media.images import decode_image
+from media.tars import split_name
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,6 @@ MAX_IMAGE_BYTES = 50 * 1024 * 1024
 # requests' timeout bounds each connect and read, so a server trickling bytes
 # would never trip it; a whole download gets this many timeouts at most.
 _DOWNLOAD_TIMEOUTS = 6
-_WEBDATASET_NAME = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # webdataset's key/extension split
 
 
 @dataclass(slots=True)
@@ -322,10 +322,10 @@ def _read_tar(path: Path) -> list[Seed]:
 def _add_member(
     samples: dict[str, dict[str, Any]], tar: tarfile.TarFile, member: tarfile.TarInfo
 ) -> None:
-    match = _WEBDATASET_NAME.match(member.name)
-    if not member.isfile() or match is None:
+    parts = split_name(member.name) if member.isfile() else None
+    if parts is None:
         return
-    key, extension = match.group(1), match.group(2).lower()
+    key, extension = parts[0], parts[1].lower()
     sample = samples.setdefault(key, {"images": {}})
     if extension in ("txt", "json"):
         handle = tar.extractfile(member)
@@ -414,7 +414,7 @@ def _settle(index: int, work: Future | str) -> tuple[int, np.ndarray | None, str
 def _load_one(reader: _ImageReader, seed: Seed, size: int) -> tuple[np.ndarray | None, str | None]:
     try:
         return decode_image(reader.read(seed.image), size), None
-    except (_SourceError, ValueError) as exc:
+    except (_SourceError, MediaError) as exc:
         message = str(exc) if isinstance(exc, _SourceError) else f"{seed.image}: {exc}"
     # A bad seed is data: whatever an fsspec backend raises, the run goes on.
     except Exception as exc:

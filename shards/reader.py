@@ -3,37 +3,24 @@
 from __future__ import annotations
 
 import json
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from media.tars import iter_raw_samples
+
 
 def iter_samples(tar_path: str | Path) -> Iterator[dict[str, Any]]:
     """Yield one dict a sample: ``{"__key__": K, "mp4": bytes, "json": dict, "txt": str, ...}``,
-    grouped the way webdataset groups them (by the name before the first dot)."""
-    current: dict[str, Any] | None = None
-    with tarfile.open(tar_path, "r") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            key, _, ext = member.name.partition(".")
-            data = tar.extractfile(member).read()  # type: ignore[union-attr]
-            if current is not None and current["__key__"] != key:
-                yield current
-                current = None
-            if current is None:
-                current = {"__key__": key}
-            if ext == "json":
-                current[ext] = json.loads(data)
-            elif ext == "txt":
-                current[ext] = data.decode("utf-8")
-            else:
-                current[ext] = data
-    if current is not None:
-        yield current
+    grouped the way webdataset groups them (:mod:`media.tars`)."""
+    for sample in iter_raw_samples(tar_path):
+        if "json" in sample:
+            sample["json"] = json.loads(sample["json"])
+        if "txt" in sample:
+            sample["txt"] = sample["txt"].decode("utf-8")
+        yield sample
 
 
 def read_sidecars(shard_dir: str | Path) -> pd.DataFrame:

@@ -3,18 +3,18 @@
 The features follow AST / ImageBind (Kaldi-style filterbanks): 128 mel bins,
 25 ms Hann window, 10 ms hop, power spectrum, natural log, so about 100 frames a
 second. Everything is plain torch (no torchaudio), and FLAC is decoded by the
-system ffmpeg (no soundfile), so the trainer adds no dependency.
+system ffmpeg through :mod:`media.audio` (no soundfile), so the trainer adds no dependency.
 """
 
 from __future__ import annotations
 
 import math
-import subprocess
 
 import numpy as np
 import torch
 
-SAMPLE_RATE = 16000
+from media.audio import AUDIO_RATE as SAMPLE_RATE
+
 N_MELS = 128
 WIN_LENGTH = 400  # 25 ms at 16 kHz
 HOP_LENGTH = 160  # 10 ms: 100 frames a second
@@ -28,10 +28,6 @@ LOG_EPS = 1e-6
 # Silence (log 1e-6 = -13.8) lands near -2.1.
 MEL_MEAN = -4.27
 MEL_STD = 4.57
-
-
-class AudioDecodeError(ValueError):
-    """The bytes are not audio ffmpeg can decode."""
 
 
 def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
@@ -133,55 +129,3 @@ def fix_length(
             start = extra // 2
         return mel[..., start : start + frames]
     return torch.nn.functional.pad(mel, (0, frames - t))
-
-
-def decode_flac(data: bytes) -> np.ndarray:
-    """Audio bytes (FLAC or anything ffmpeg reads) -> float32 mono 16 kHz samples.
-
-    ffmpeg reads the bytes from stdin and writes f32le to stdout; FLAC needs no
-    seeking, so a pipe is enough. Raises :class:`AudioDecodeError` when ffmpeg fails.
-    """
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", "pipe:0"]
-    cmd += ["-map", "0:a:0", "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le", "pipe:1"]
-    proc = subprocess.run(cmd, input=data, capture_output=True)
-    if proc.returncode != 0:
-        err = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise AudioDecodeError(f"ffmpeg could not decode audio: {err[-1] if err else 'no output'}")
-    return np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
-
-
-def decode_flacs(items: list[bytes], *, chunk: int = 32) -> list[np.ndarray | AudioDecodeError]:
-    """Many clips' audio at once: one ffmpeg process a ``chunk`` (N inputs, N raw
-    outputs in a temp folder) instead of one a clip, since starting ffmpeg costs
-    more than decoding a short FLAC (10x faster on 2 s clips). A chunk that fails
-    is split in halves until the bad clips are alone; each yields its own
-    :class:`AudioDecodeError` in its place, the others their samples."""
-    out: list[np.ndarray | AudioDecodeError] = []
-    for start in range(0, len(items), chunk):
-        out.extend(_decode_chunk(items[start : start + chunk]))
-    return out
-
-
-def _decode_chunk(part: list[bytes]) -> list[np.ndarray | AudioDecodeError]:
-    import tempfile
-    from pathlib import Path
-
-    if len(part) == 1:
-        try:
-            return [decode_flac(part[0])]
-        except AudioDecodeError as e:
-            return [e]
-    with tempfile.TemporaryDirectory(prefix="capmine-audio-") as tmp:
-        cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y"]
-        for i, data in enumerate(part):
-            src = Path(tmp) / f"{i}.in"
-            src.write_bytes(data)
-            cmd += ["-i", str(src)]
-        for i in range(len(part)):
-            cmd += ["-map", f"{i}:a:0", "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le"]
-            cmd += [str(Path(tmp) / f"{i}.raw")]
-        if subprocess.run(cmd, capture_output=True).returncode == 0:
-            raws = [(Path(tmp) / f"{i}.raw").read_bytes() for i in range(len(part))]
-            return [np.frombuffer(raw, dtype="<f4").astype(np.float32) for raw in raws]
-    half = len(part) // 2
-    return _decode_chunk(part[:half]) + _decode_chunk(part[half:])

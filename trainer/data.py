@@ -47,7 +47,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainer.audio import N_MELS, AudioDecodeError, decode_flacs, fix_length, log_mel, normalise
+from media import MediaError
+from media.audio import decode_audio_many
+from trainer.audio import N_MELS, fix_length, log_mel, normalise
 from trainer.features import expand_shards, load_shard_arrays, shard_stem
 
 log = logging.getLogger(__name__)
@@ -210,7 +212,7 @@ class _Stream(torch.utils.data.IterableDataset):
                     flacs[i] = sample["flac"]
         seen = set(flacs)
         order = sorted(flacs)
-        waves = dict(zip(order, decode_flacs([flacs[i] for i in order]), strict=True))
+        waves = dict(zip(order, decode_audio_many([flacs[i] for i in order]), strict=True))
         out = {}
         off = feats["text_offsets"]
         for i, g in need.items():
@@ -221,7 +223,7 @@ class _Stream(torch.utils.data.IterableDataset):
             wave = waves.get(i)
             if i in wanted_flac and i not in seen:
                 bad["missing_in_tar"] += 1
-            elif isinstance(wave, AudioDecodeError):
+            elif isinstance(wave, MediaError):
                 bad["bad_flac"] += 1
                 log.warning("data: %s in %s: %s", self.keys[s][i], self.urls[s], wave)
             elif wave is not None:

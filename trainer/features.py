@@ -22,11 +22,9 @@ skipped, logged and listed in ``failed_keys`` with its error, never a crash.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
-import subprocess
 import tarfile
 import tempfile
 from collections import deque
@@ -37,14 +35,14 @@ from typing import Any
 
 import numpy as np
 
+from media.ffmpeg import FFMPEG, MediaError, run
+from media.images import SQUARE_PIXELS, centre_square, decode_image, filter_string
+from media.tars import iter_raw_samples
+
 log = logging.getLogger(__name__)
 
 
 DECODE_CHUNK = 16  # clips a single ffmpeg process decodes
-
-
-class DecodeError(ValueError):
-    """A sample's media could not be decoded."""
 
 
 def expand_shards(shards: str | list[str]) -> list[str]:
@@ -69,13 +67,13 @@ def shard_stem(shard: str | Path) -> str:
 
 
 def _video_filter(size: int) -> str:
-    """The mining preprocessing (miners/frames.py): square pixels, shorter side to
+    """The mining preprocessing (:mod:`media.images`): square pixels, shorter side to
     ``size`` (bicubic), centre crop."""
-    return (
-        "scale=iw*sar:ih,setsar=1,"
-        f"scale={size}:{size}:force_original_aspect_ratio=increase:flags=bicubic,"
-        f"crop={size}:{size}"
-    )
+    return filter_string(SQUARE_PIXELS + centre_square(size))
+
+
+def _to_raw(size: int) -> list[str]:
+    return ["-vf", _video_filter(size), "-f", "rawvideo", "-pix_fmt", "rgb24"]
 
 
 def decode_frames(mp4: bytes | str | Path, n_frames: int, size: int) -> np.ndarray:
@@ -85,7 +83,7 @@ def decode_frames(mp4: bytes | str | Path, n_frames: int, size: int) -> np.ndarr
     N / n_frames)`` of the ``N`` decoded ones is kept: the centres of equal time
     slices. A clip with fewer than ``n_frames`` frames is padded by repeating its
     last frame. Bytes go through a temp file (an mp4 whose index sits at the end
-    cannot be read from a pipe). Raises :class:`DecodeError`.
+    cannot be read from a pipe). Raises :class:`MediaError`.
     """
     if isinstance(mp4, bytes | bytearray):
         with tempfile.NamedTemporaryFile(suffix=".mp4") as f:
@@ -96,13 +94,9 @@ def decode_frames(mp4: bytes | str | Path, n_frames: int, size: int) -> np.ndarr
 
 
 def _decode_frames_file(path: str, n_frames: int, size: int) -> np.ndarray:
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-threads", "1", "-i", path, "-map", "0:v:0"]
-    cmd += ["-vf", _video_filter(size), "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
-    proc = subprocess.run(cmd, capture_output=True)
-    if proc.returncode != 0:
-        err = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise DecodeError(f"video did not decode: {err[-1] if err else 'ffmpeg failed'}")
-    return _pick_frames(proc.stdout, n_frames, size)
+    cmd = [FFMPEG, "-nostdin", "-v", "error", "-threads", "1", "-i", path, "-map", "0:v:0"]
+    out = run([*cmd, *_to_raw(size), "pipe:1"], what="video")
+    return _pick_frames(out, n_frames, size)
 
 
 def _pick_frames(raw: bytes, n_frames: int, size: int) -> np.ndarray:
@@ -111,7 +105,7 @@ def _pick_frames(raw: bytes, n_frames: int, size: int) -> np.ndarray:
     frame_bytes = size * size * 3
     n = len(raw) // frame_bytes
     if n == 0:
-        raise DecodeError("video did not decode: no frames")
+        raise MediaError("video: no frame decoded")
     frames = np.frombuffer(raw[: n * frame_bytes], np.uint8).reshape(n, size, size, 3)
     if n >= n_frames:
         idx = np.floor((np.arange(n_frames) + 0.5) * n / n_frames).astype(int)
@@ -122,81 +116,40 @@ def _pick_frames(raw: bytes, n_frames: int, size: int) -> np.ndarray:
 
 def decode_frames_many(
     mp4s: list[bytes], n_frames: int, size: int
-) -> list[np.ndarray | DecodeError]:
+) -> list[np.ndarray | MediaError]:
     """:func:`decode_frames` of several clips with one ffmpeg process (N inputs, N raw
     outputs): starting ffmpeg costs more than decoding a short tiny clip. When the
     run fails it is split in halves until each bad clip is alone and gets its own
-    :class:`DecodeError` in its place."""
+    :class:`MediaError` in its place."""
     if not mp4s:
         return []
     if len(mp4s) == 1:
         try:
             return [decode_frames(mp4s[0], n_frames, size)]
-        except DecodeError as e:
+        except MediaError as e:
             return [e]
     with tempfile.TemporaryDirectory(prefix="capmine-frames-") as tmp:
-        cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-threads", "1"]
+        cmd = [FFMPEG, "-nostdin", "-v", "error", "-y", "-threads", "1"]
         for i, data in enumerate(mp4s):
             src = Path(tmp) / f"{i}.mp4"
             src.write_bytes(data)
             cmd += ["-i", str(src)]
         for i in range(len(mp4s)):
-            cmd += ["-map", f"{i}:v:0", "-vf", _video_filter(size), "-f", "rawvideo"]
-            cmd += ["-pix_fmt", "rgb24", str(Path(tmp) / f"{i}.raw")]
-        if subprocess.run(cmd, capture_output=True).returncode == 0:
-            out: list[np.ndarray | DecodeError] = []
-            for i in range(len(mp4s)):
-                try:
-                    out.append(_pick_frames((Path(tmp) / f"{i}.raw").read_bytes(), n_frames, size))
-                except DecodeError as e:
-                    out.append(e)
-            return out
-    half = len(mp4s) // 2
-    return decode_frames_many(mp4s[:half], n_frames, size) + decode_frames_many(
-        mp4s[half:], n_frames, size
-    )
-
-
-def decode_image(data: bytes, size: int) -> np.ndarray:
-    """Encoded image -> (size, size, 3) uint8: shorter side to ``size`` (bicubic), centre
-    crop, as the mining run preprocessed seeds (miners/images.py)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-        image = ImageOps.exif_transpose(image).convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise DecodeError(f"image did not decode: {e}") from e
-    w, h = image.size
-    if w <= h:
-        new = (size, max(size, int(h * size / w)))
-    else:
-        new = (max(size, int(w * size / h)), size)
-    if new != image.size:
-        image = image.resize(new, Image.Resampling.BICUBIC)
-    left, top = (image.width - size) // 2, (image.height - size) // 2
-    return np.asarray(image.crop((left, top, left + size, top + size)), np.uint8).copy()
-
-
-def iter_raw_samples(tar_path: str | Path) -> Iterator[dict[str, Any]]:
-    """Samples as ``{"__key__": K, ext: bytes}``, grouped by the name before the first
-    dot (webdataset's rule), nothing decoded, so one bad json spoils only its sample."""
-    current: dict[str, Any] | None = None
-    with tarfile.open(tar_path, "r") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            key, _, ext = Path(member.name).name.partition(".")
-            data = tar.extractfile(member).read()  # type: ignore[union-attr]
-            if current is not None and current["__key__"] != key:
-                yield current
-                current = None
-            if current is None:
-                current = {"__key__": key}
-            current[ext] = data
-    if current is not None:
-        yield current
+            cmd += ["-map", f"{i}:v:0", *_to_raw(size), str(Path(tmp) / f"{i}.raw")]
+        try:
+            run(cmd, what=f"{len(mp4s)} videos")
+        except MediaError:
+            half = len(mp4s) // 2
+            return decode_frames_many(mp4s[:half], n_frames, size) + decode_frames_many(
+                mp4s[half:], n_frames, size
+            )
+        out: list[np.ndarray | MediaError] = []
+        for i in range(len(mp4s)):
+            try:
+                out.append(_pick_frames((Path(tmp) / f"{i}.raw").read_bytes(), n_frames, size))
+            except MediaError as e:
+                out.append(e)
+        return out
 
 
 def sample_captions(sample: dict[str, Any]) -> list[str]:
@@ -239,17 +192,17 @@ def _check_sample(sample: dict[str, Any], size: int):
     key = sample["__key__"]
     try:
         if "mp4" not in sample:
-            raise DecodeError("no mp4")
+            raise MediaError("no mp4")
         if "jpg" not in sample:
-            raise DecodeError("no jpg")
+            raise MediaError("no jpg")
         try:
             captions = sample_captions(sample)
         except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise DecodeError(f"bad json: {e}") from e
+            raise MediaError(f"bad json: {e}") from e
         if not captions:
-            raise DecodeError("no caption")
+            raise MediaError("no caption")
         image = decode_image(sample["jpg"], size)
-    except DecodeError as e:
+    except MediaError as e:
         return key, str(e)
     return key, image, captions, "flac" in sample
 
@@ -264,7 +217,7 @@ def _decode_chunk(samples: list[dict[str, Any]], n_frames: int, size: int) -> li
         key, image, captions, has_flac = checked[i]
         out[i] = (
             (key, str(frames))
-            if isinstance(frames, DecodeError)
+            if isinstance(frames, MediaError)
             else (key, frames, image, captions, has_flac)
         )
     return out

@@ -15,9 +15,9 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from filters import media
 from filters.refilter import refilter
 from filters.registry import split_chain
+from media.probe import duration
 from shards.reader import iter_samples
 from tests.filters.clipset import (
     GOOD_CUTS,
@@ -57,7 +57,7 @@ def test_a_long_matched_shot_is_recut_and_kept(run):
         rec = next(r for r in run.records if r.key == key)
         assert rec.status == "ok" and rec.scores["n_cuts"] >= 1, (key, rec.reason, rec.scores)
         assert rec.end - rec.start == pytest.approx(4.5, abs=0.11)  # the 1.5 s shot cut away
-        assert media.duration(rec.mp4) == pytest.approx(4.5, abs=0.15)
+        assert duration(rec.mp4) == pytest.approx(4.5, abs=0.15)
 
 
 def test_each_duplicate_names_the_clip_it_copies(run):

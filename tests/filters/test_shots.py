@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from filters import media
 from filters.base import FilterContext
 from filters.shots import ShotsFilter
+from media.probe import duration
 from tests.filters import make_clip
 
 
@@ -22,8 +22,8 @@ def test_window_crossing_a_cut_shrinks_to_the_matched_shot(tmp_path):
     assert rec.scores["n_cuts"] == 1.0
     assert (rec.start, rec.end) == pytest.approx((10.0, 13.0), abs=0.11)
     assert rec.mp4 == str(out / "cut.mp4") and rec.flac == str(out / "cut.flac")
-    assert media.duration(rec.mp4) == pytest.approx(3.0, abs=0.15)
-    assert media.duration(rec.flac) == pytest.approx(3.0, abs=0.15)
+    assert duration(rec.mp4) == pytest.approx(3.0, abs=0.15)
+    assert duration(rec.flac) == pytest.approx(3.0, abs=0.15)
     assert (tmp_path / "cut.mp4").exists()  # the original is left alone when tmp_dir is set
     assert f.stats()["recut"] == 1
     # scored again (a re-filter run): nothing left to cut
@@ -62,4 +62,4 @@ def test_default_recut_replaces_media_in_place(tmp_path):
     assert rec.status == "ok"
     assert rec.mp4 == str(tmp_path / "inplace.mp4")
     assert (rec.start, rec.end) == pytest.approx((4.0, 8.0), abs=0.11)
-    assert media.duration(rec.mp4) == pytest.approx(4.0, abs=0.15)
+    assert duration(rec.mp4) == pytest.approx(4.0, abs=0.15)

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from media import MediaError
 from miners.cut import CutResult, cut_clip
-from miners.probe import VideoError
 from tests.media import write_grey_ramp_video
 
 LEVEL_TOL = 4
@@ -145,7 +145,7 @@ def test_source_without_audio(media: Path, tmp_path: Path) -> None:
 
 def test_has_audio_without_an_audio_stream_fails_clean(media: Path, tmp_path: Path) -> None:
     src = write_grey_ramp_video(media / "mute.mp4", seconds=2, tone_hz=None)
-    with pytest.raises(VideoError, match="no audio"):
+    with pytest.raises(MediaError, match="no audio"):
         cut_clip(src, 0.0, 1.0, tmp_path, "k", match_time=0.5, has_audio=True)
     assert list(tmp_path.iterdir()) == []
 
@@ -155,7 +155,7 @@ def test_garbage_source_raises_and_leaves_nothing(tmp_path: Path) -> None:
     src.write_bytes(b"\x00\x01junk" * 5000)
     out = tmp_path / "out"
     out.mkdir()
-    with pytest.raises(VideoError, match="garbage.mp4"):
+    with pytest.raises(MediaError, match="garbage.mp4"):
         cut_clip(src, 0.0, 1.0, out, "k", match_time=0.5, has_audio=True)
     assert list(out.iterdir()) == []
 
@@ -163,7 +163,7 @@ def test_garbage_source_raises_and_leaves_nothing(tmp_path: Path) -> None:
 def test_failure_after_the_mp4_removes_it(ramp: Path, tmp_path: Path) -> None:
     """The still fails (no frame that late) after the mp4 and flac were written:
     their temporary files go too, and no final name ever appeared."""
-    with pytest.raises(VideoError, match="no frame"):
+    with pytest.raises(MediaError, match="no frame"):
         cut_clip(ramp, 3.0, 6.0, tmp_path, "k", match_time=99.0, has_audio=True)
     assert list(tmp_path.iterdir()) == []
 

@@ -15,8 +15,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from media import MediaError
+from media.images import decode_image, preprocess
 from miners import seeds as seeds_module
-from miners.images import decode_image, preprocess
 from miners.seeds import Seed, load_seed_images, read_seeds
 from tests.media import truncate, write_image
 
@@ -138,12 +139,12 @@ def test_preprocess_applies_exif_orientation():
 
 
 def test_decode_image_rejects_garbage_and_truncated_bytes():
-    with pytest.raises(ValueError, match="not a decodable image"):
+    with pytest.raises(MediaError, match="not a decodable image"):
         decode_image(b"this is not an image", 8)
     noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(noise).save(buffer, format="PNG")
-    with pytest.raises(ValueError, match="not a decodable image"):
+    with pytest.raises(MediaError, match="not a decodable image"):
         decode_image(buffer.getvalue()[:2000], 8)
 
 

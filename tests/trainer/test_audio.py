@@ -1,4 +1,4 @@
-"""Log-mel features and FLAC decoding: the tone's frequency says which bin must light up."""
+"""Log-mel features: the tone's frequency says which bin must light up."""
 
 from __future__ import annotations
 
@@ -12,9 +12,6 @@ from trainer.audio import (
     MEL_MEAN,
     MEL_STD,
     SAMPLE_RATE,
-    AudioDecodeError,
-    decode_flac,
-    decode_flacs,
     fix_length,
     log_mel,
     mel_centres,
@@ -78,25 +75,3 @@ def test_fix_length_crops_and_pads():
     assert padded[0, :10].tolist() == list(range(10)) and padded[:, 10:].abs().sum() == 0
     with pytest.raises(ValueError):
         fix_length(mel, 4, train=True)
-
-
-def test_decode_flac_round_trip():
-    wave = tone(700.0, 0.5)
-    out = decode_flac(flac_bytes(wave))
-    assert out.dtype == np.float32 and out.shape == wave.shape
-    assert np.abs(out - wave).max() < 1e-3  # 16-bit FLAC quantisation
-
-
-def test_decode_flac_rejects_garbage():
-    with pytest.raises(AudioDecodeError):
-        decode_flac(b"not audio at all" * 20)
-
-
-def test_decode_flacs_batches_and_isolates_a_bad_clip():
-    waves = [tone(300.0 + 100 * i, 0.25) for i in range(5)]
-    items = [flac_bytes(w) for w in waves]
-    items[2] = b"garbage" * 50
-    out = decode_flacs(items, chunk=4)
-    assert isinstance(out[2], AudioDecodeError)
-    for i in (0, 1, 3, 4):
-        assert np.abs(out[i] - waves[i]).max() < 1e-3

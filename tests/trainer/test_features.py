@@ -8,16 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from media import MediaError
+from media.images import decode_image
 from miners.embedders import PixelEmbedder
 from shards.reader import iter_samples
 from tests.media import grey_frame, write_grey_ramp_video, write_video
 from tests.trainer.shardgen import corrupt_copy, make_class_shards
 from trainer.features import (
-    DecodeError,
     cache_dir_for,
     decode_frames,
     decode_frames_many,
-    decode_image,
     load_shard_arrays,
     load_shard_features,
     precompute_features,
@@ -54,10 +54,10 @@ def test_decode_frames_many_matches_one_by_one_and_isolates_garbage(tmp_path):
     ]
     data = [c.read_bytes() for c in clips]
     out = decode_frames_many([data[0], b"garbage" * 99, data[1], data[2]], 4, 16)
-    assert isinstance(out[1], DecodeError)
+    assert isinstance(out[1], MediaError)
     for got, clip in zip([out[0], out[2], out[3]], clips, strict=True):
         assert np.array_equal(got, decode_frames(clip, 4, 16))
-    with pytest.raises(DecodeError):
+    with pytest.raises(MediaError):
         decode_frames(b"garbage" * 99, 4, 16)
 
 
@@ -111,7 +111,7 @@ def test_a_corrupt_sample_is_skipped_and_counted(small, tmp_path, caplog):
     )
     arrays = load_shard_arrays(cache, "00000")
     assert arrays["failed_keys"].tolist() == damaged["mp4"]
-    assert "video did not decode" in arrays["failed_errors"][0]
+    assert "video: ffmpeg failed" in arrays["failed_errors"][0]
     n_total = len(list(iter_samples(small["shards"][0])))
     assert len(arrays["keys"]) == n_total - 1 and damaged["mp4"][0] not in arrays["keys"]
     assert any("skipping" in r.message for r in caplog.records)

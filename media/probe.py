@@ -1,9 +1,9 @@
 """What a video holds, asked of ffprobe once, before any decoding.
 
-:func:`probe` answers the questions the pipeline asks of a video (how long, how
+:func:`probe` answers the questions capmine asks of a video (how long, how
 big as displayed, is there sound); :func:`probe_streams` adds what the decoders
-in :mod:`miners.frames` and :mod:`miners.cut` need to pick the same streams and
-to agree on where time 0 is.
+(frame sampling, clip cutting) need to pick the same streams and to agree on
+where time 0 is.
 
 Time 0 is the presentation time of the video stream's first frame (its
 ``start_time``), not the container's: MPEG-TS files start at 1.4 s and audio
@@ -16,25 +16,16 @@ from __future__ import annotations
 import json
 import logging
 import math
-import subprocess
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from media.ffmpeg import FFPROBE, MediaError, run
+
 log = logging.getLogger(__name__)
 
-FFPROBE = "ffprobe"
-FFMPEG = "ffmpeg"
 PROBE_TIMEOUT = 30.0  # seconds; a local file answers in well under one
-
-
-class VideoError(Exception):
-    """A video that cannot be probed or decoded: bad data, not a bad run.
-
-    The message names the file and ends with ffprobe's or ffmpeg's own last
-    lines of stderr, so the row written for this video says what went wrong.
-    """
 
 
 @dataclass
@@ -89,18 +80,19 @@ class Streams:
         return max(0.0, self.source_time(time) - self.container_start - preroll)
 
 
-def stderr_tail(stderr: bytes | str | None, lines: int = 5) -> str:
-    """The last non-empty lines of a tool's stderr, where its error message is."""
-    if not stderr:
-        return ""
-    text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
-    kept = [line.strip() for line in text.splitlines() if line.strip()]
-    return " | ".join(kept[-lines:])
-
-
 def probe(path: str | Path, *, timeout: float = PROBE_TIMEOUT) -> ProbeInfo:
-    """Describe ``path``; raise :class:`VideoError` if it is not a playable video."""
+    """Describe ``path``; raise :class:`MediaError` if it is not a playable video."""
     return probe_streams(path, timeout=timeout)[0]
+
+
+def duration(path: str | Path, *, timeout: float = PROBE_TIMEOUT) -> float:
+    """Seconds of media in ``path`` (audio or video), as the container says."""
+    cmd = [FFPROBE, "-v", "error", "-show_entries", "format=duration", "-of", "json", str(path)]
+    out = run(cmd, what=path, timeout=timeout)
+    try:
+        return float(json.loads(out)["format"]["duration"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise MediaError(f"{path}: no duration") from e
 
 
 def probe_streams(path: str | Path, *, timeout: float = PROBE_TIMEOUT) -> tuple[ProbeInfo, Streams]:
@@ -134,21 +126,16 @@ def probe_streams(path: str | Path, *, timeout: float = PROBE_TIMEOUT) -> tuple[
 def _ffprobe(path: str | Path, timeout: float) -> dict[str, Any]:
     """ffprobe's JSON for ``path``.
 
-    The same command ``ffmpeg.probe`` runs, but through ``subprocess.run``:
+    The same command ``ffmpeg.probe`` runs, but through the runner:
     ffmpeg-python 0.2's ``probe`` has no timeout, and a stalled network mount
     must not stall a worker forever.
     """
     cmd = [FFPROBE, "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)]
+    out = run(cmd, what=path, timeout=timeout)
     try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as e:
-        raise VideoError(f"{path}: ffprobe timed out after {timeout:g} s") from e
-    if proc.returncode != 0:
-        raise VideoError(f"{path}: ffprobe failed: {stderr_tail(proc.stderr) or 'no message'}")
-    try:
-        return json.loads(proc.stdout.decode("utf-8", "replace"))
+        return json.loads(out.decode("utf-8", "replace"))
     except json.JSONDecodeError as e:
-        raise VideoError(f"{path}: ffprobe gave unreadable output: {e}") from e
+        raise MediaError(f"{path}: ffprobe gave unreadable output: {e}") from e
 
 
 def _pick_video(path: str | Path, data: dict[str, Any]) -> dict[str, Any]:
@@ -158,7 +145,7 @@ def _pick_video(path: str | Path, data: dict[str, Any]) -> dict[str, Any]:
             "attached_pic"
         ):
             return stream
-    raise VideoError(f"{path}: no video stream")
+    raise MediaError(f"{path}: no video stream")
 
 
 def _pick_audio(data: dict[str, Any]) -> dict[str, Any] | None:
@@ -174,7 +161,7 @@ def _duration(path: str | Path, data: dict[str, Any], video: dict[str, Any]) -> 
         seconds = _float(value, 0.0)
         if seconds > 0 and math.isfinite(seconds):
             return seconds
-    raise VideoError(f"{path}: unknown or zero duration")
+    raise MediaError(f"{path}: unknown or zero duration")
 
 
 def _display_size(video: dict[str, Any]) -> tuple[int, int]:

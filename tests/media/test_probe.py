@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from miners.probe import ProbeInfo, VideoError, probe, probe_streams
+from media import MediaError
+from media.probe import ProbeInfo, probe, probe_streams
 from tests.media import grey_frame, write_grey_ramp_video, write_video
 
 
@@ -87,7 +88,7 @@ def test_mpegts_start_times(media: Path) -> None:
 def test_audio_only_file_is_not_a_video(media: Path) -> None:
     path = media / "tone.m4a"
     _ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac", str(path))
-    with pytest.raises(VideoError, match="no video stream") as err:
+    with pytest.raises(MediaError, match="no video stream") as err:
         probe(path)
     assert "tone.m4a" in str(err.value)
 
@@ -99,7 +100,7 @@ def test_audio_only_file_is_not_a_video(media: Path) -> None:
 def test_unreadable_files_raise_naming_the_file(media: Path, name: str, content: bytes) -> None:
     path = media / name
     path.write_bytes(content)
-    with pytest.raises(VideoError) as err:
+    with pytest.raises(MediaError) as err:
         probe(path)
     message = str(err.value)
     assert name in message
@@ -107,6 +108,6 @@ def test_unreadable_files_raise_naming_the_file(media: Path, name: str, content:
 
 
 def test_missing_file_raises_naming_the_file(media: Path) -> None:
-    with pytest.raises(VideoError, match="nowhere.mp4") as err:
+    with pytest.raises(MediaError, match="nowhere.mp4") as err:
         probe(media / "nowhere.mp4")
     assert "No such file" in str(err.value)
