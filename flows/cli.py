@@ -100,7 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     params = _params(TrainParams, args)
     if distributed.env_world_size() > 1:
         # Under torchrun every rank runs this: no Prefect flow per rank, the loop itself.
-        from miners.pipeline import get_embedder
+        from miners.embedders import get_embedder
         from trainer.train import train as train_loop
 
         shards = shard_spec(params.shards)
@@ -139,7 +139,7 @@ def cmd_filter(args: argparse.Namespace) -> int:
     from filters.refilter import refilter
     from filters.registry import split_chain
     from flows.train import resolve_embedder
-    from miners.pipeline import get_embedder
+    from miners.embedders import get_embedder
     from shards.writer import atomic_write_json
 
     per_clip, run_level = split_chain(args.filters)

@@ -19,6 +19,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.params import MineParams
 from miners import ledger, pipeline
 from miners.calibrate import calibrate
+from miners.embedders import get_embedder
 from miners.videos import read_videos
 from shards.writer import atomic_write_json
 
@@ -116,9 +117,7 @@ def _filter_context(params: MineParams, chain, tmp_dir: Path):
     from filters.base import FilterContext
 
     needs = any(f.needs_embedder for f in chain.filters)
-    embedder = (
-        pipeline.get_embedder(params.embedder, params.device, params.batch_size) if needs else None
-    )
+    embedder = get_embedder(params.embedder, params.device, params.batch_size) if needs else None
     return FilterContext(embedder=embedder, tmp_dir=tmp_dir)
 
 

@@ -104,7 +104,7 @@ def resolve_embedder(spec: str | None, shards: str, checkpoint: str | None = Non
 
 @task(name="train-encoders")
 def fit(params: TrainParams, embedder_spec: str) -> dict[str, Any]:
-    from miners.pipeline import get_embedder
+    from miners.embedders import get_embedder
     from trainer.train import train as train_loop
 
     embedder = get_embedder(embedder_spec, params.device)
@@ -142,7 +142,7 @@ def read_classes(path: str | None) -> list[str] | None:
 
 @task(name="evaluate")
 def score(params: EvalParams, embedder_spec: str) -> dict[str, Any]:
-    from miners.pipeline import get_embedder
+    from miners.embedders import get_embedder
     from trainer.evaluate import evaluate as evaluate_checkpoint
 
     return evaluate_checkpoint(

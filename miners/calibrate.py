@@ -115,9 +115,9 @@ def calibrate(
     import logging
 
     from media import MediaError
+    from miners.embedders import get_embedder
     from miners.fetch import FetchError, fetch_video, remove_download
     from miners.frames import iter_frames
-    from miners.pipeline import get_embedder
     from miners.seeds import load_seed_images, read_seeds
     from miners.videos import read_videos
 

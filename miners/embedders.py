@@ -13,10 +13,12 @@ that for videos, :mod:`media.images` for seed pictures), as uint8 RGB.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import logging
 import re
+import threading
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -237,6 +239,21 @@ def load_embedder(spec: str, *, device: str = "auto", batch_size: int = 64) -> E
             f"--embedder {spec!r}: the object {factory_name}() returned lacks {missing}"
         )
     return embedder
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_embedder(spec: str, device: str, batch_size: int) -> Embedder:
+    return load_embedder(spec, device=device, batch_size=batch_size)
+
+
+_cache_lock = threading.Lock()
+
+
+def get_embedder(spec: str, device: str = "auto", batch_size: int = 64) -> Embedder:
+    """One embedder per process, spec, device and batch size: a model loads once, not once
+    per video or task (the mining stages, the filters and the trainer all ask here)."""
+    with _cache_lock:
+        return _cached_embedder(spec, device, batch_size)
 
 
 def fingerprint(spec: str, embedder: Embedder) -> str:

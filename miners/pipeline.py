@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from miners.embedders import Embedder, fingerprint, load_embedder
+from miners.embedders import fingerprint, get_embedder
 from miners.index import SeedIndex
 from miners.matching import Candidate, HitAccumulator, select_clips
 from shards.record import STATUS_FAILED, ClipRecord
@@ -38,20 +38,6 @@ from shards.writer import (
 log = logging.getLogger(__name__)
 
 SEED_BATCH = 256
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_embedder(spec: str, device: str, batch_size: int) -> Embedder:
-    return load_embedder(spec, device=device, batch_size=batch_size)
-
-
-_embed_lock = threading.Lock()
-
-
-def get_embedder(spec: str, device: str = "auto", batch_size: int = 64) -> Embedder:
-    """One embedder per process and spec: models load once, not once per video."""
-    with _embed_lock:
-        return _cached_embedder(spec, device, batch_size)
 
 
 # --------------------------------------------------------------------------- seeds
