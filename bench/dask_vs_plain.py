@@ -82,9 +82,9 @@ def main() -> None:
 
     import pandas as pd
 
-    from flows.dask import prefect_api_url
     from flows.mine import run_mine
     from flows.params import MineParams
+    from flows.runners import prefect_api_url
     from flows.synth import make_synthetic_set
 
     root = Path(args.work or tempfile.mkdtemp(prefix="capmine-bench-dask-"))
@@ -100,7 +100,7 @@ def main() -> None:
         params = MineParams(
             seeds=str(root / "data" / "seeds"), videos=str(root / "data" / "videos.txt"),
             out=str(root / name), embedder=args.embedder, threshold=args.threshold,
-            filters="none", device="cpu", workers=args.workers, dask=dask,
+            filters="none", device="cpu", scan_workers=args.workers, dask=dask,
             shard_size=args.shard_size,
         )  # fmt: skip
         with ServerWatch() as watch:

@@ -50,6 +50,8 @@ def add_model_options(
 
 def _params(model: type[BaseModel], args: argparse.Namespace, **extra) -> Any:
     values = {k: v for k, v in vars(args).items() if k in model.model_fields and v is not None}
+    if model is MineParams and getattr(args, "workers", None) is not None:
+        values["workers"] = args.workers  # deprecated; MineParams maps it to the two it meant
     values.update(extra)
     try:
         return model(**values)
@@ -71,26 +73,9 @@ def cmd_mine(args: argparse.Namespace) -> int:
 
 
 def print_summary(report: dict, out: str) -> None:
-    v, c, s = report["videos"], report["clips"], report["seeds"]
-    print(
-        f"capmine: {c['ok']} clips in {report['shards']} shard(s) under {os.path.join(out, 'shards')}"
-    )
-    print(
-        f"  seeds: {s['n_ok']} embedded, {s['n_failed']} failed; threshold {report['threshold']['threshold']}"
-        f" ({report['threshold']['basis']})"
-    )
-    print(
-        f"  videos: {v['ok']} scanned, {v['failed']} failed; {v['frames']} frames, {v['matches']} matches"
-    )
-    if report.get("filters", {}).get("dropped"):
-        reasons = ", ".join(f"{k} {n}" for k, n in sorted(report["filters"]["dropped"].items()))
-        print(f"  filtered out: {c['dropped']} clips ({reasons})")
-    if c["failed"]:
-        print(f"  clips failed to cut: {c['failed']} (see the shards' parquet files)")
-    if v["failed"] or s["n_failed"]:
-        print(
-            f"  {v['failed'] + s['n_failed']} input(s) failed: see {out}/videos.parquet and {out}/seeds.parquet"
-        )
+    from runs.report import summary_lines
+
+    print("\n".join(summary_lines(report, out)))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -127,7 +112,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_mine_and_train(args: argparse.Namespace) -> int:
     from flows.pipeline import PipelineParams, mine_and_train
 
-    mine_params = _params(MineParams, args, progress=bool(args.progress))
+    progress = args.progress if args.progress is not None else sys.stderr.isatty()
+    mine_params = _params(MineParams, args, progress=progress)
     params = _params(PipelineParams, args, mine=mine_params)
     result = mine_and_train(params)
     print_summary(result["mine"], mine_params.out)
@@ -136,20 +122,11 @@ def cmd_mine_and_train(args: argparse.Namespace) -> int:
 
 
 def cmd_filter(args: argparse.Namespace) -> int:
-    from filters.refilter import refilter
-    from filters.registry import split_chain
-    from flows.train import resolve_embedder
-    from miners.embedders import get_embedder
-    from shards.writer import atomic_write_json
+    from runs.refilter import refilter
+    from runs.stages import FilterSetup
 
-    per_clip, run_level = split_chain(args.filters)
-    needs = any(f.needs_embedder for f in per_clip.filters + run_level.filters)
-    embedder = None
-    if needs:
-        spec = resolve_embedder(args.embedder, str(Path(args.run) / "shards"))
-        embedder = get_embedder(spec, args.device)
-    report = refilter(args.run, args.out, per_clip, run_level, embedder=embedder)
-    atomic_write_json(Path(args.out) / "report.json", {"refilter": report, "filters": args.filters})
+    setup = FilterSetup(args.filters, embedder=args.embedder, device=args.device)
+    report = refilter(args.run, args.out, setup)
     reasons = ", ".join(f"{k} {n}" for k, n in sorted(report["dropped"].items())) or "none"
     print(f"capmine filter: {report['clips']['ok']} of {report['clips']['total']} clips kept "
           f"in {report['shards']} shard(s) under {Path(args.out) / 'shards'}; dropped: {reasons}")  # fmt: skip
@@ -186,18 +163,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.root, workers=args.workers)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="capmine", description=__doc__.split("\n\n")[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_mine(sub) -> None:
     p = sub.add_parser("mine", help="mine captioned audio+video clip shards",
                        description="Match seed images against video frames and write clip shards.")  # fmt: skip
     add_model_options(p, MineParams, skip={"progress"})
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bars (default: on when stderr is a terminal)")  # fmt: skip
+    _add_mine_extras(p)
     p.set_defaults(func=cmd_mine)
 
+
+def _add_mine_extras(p: argparse.ArgumentParser) -> None:
+    """The options of a mining run that are not plain parameter fields."""
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars (default: on when stderr is a terminal)")  # fmt: skip
+    p.add_argument("--workers", type=int, default=None, metavar="WORKERS",
+                   help="deprecated: sets both --scan-workers and --cut-workers")  # fmt: skip
+
+
+def _add_filter(sub) -> None:
     p = sub.add_parser("filter", help="re-filter a finished run with new bounds, without re-cutting",
                        description="Apply a filter chain to the shards of run OUT and write run --out: "
                        "stored scores are reused, media copied, nothing re-encoded.")  # fmt: skip
@@ -208,28 +190,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.set_defaults(func=cmd_filter)
 
+
+def _add_calibrate(sub) -> None:
     p = sub.add_parser("calibrate", help="estimate the match threshold for an embedder",
                        description="Print a threshold estimated from similarities that cannot be true matches.")  # fmt: skip
     p.add_argument("--seeds", required=True, help="seed images (any seed format)")
     p.add_argument("--videos", required=True, help="videos (any video list format)")
-    p.add_argument(
-        "--embedder", default=DEFAULT_EMBEDDER, help=f"embedder spec (default: {DEFAULT_EMBEDDER})"
-    )
-    p.add_argument(
-        "--false-match-rate",
-        type=float,
-        default=0.001,
-        help="share of non-matching pairs allowed above it (default: 0.001)",
-    )
+    p.add_argument("--embedder", default=DEFAULT_EMBEDDER,
+                   help=f"embedder spec (default: {DEFAULT_EMBEDDER})")  # fmt: skip
+    p.add_argument("--false-match-rate", type=float, default=0.001,
+                   help="share of non-matching pairs allowed above it (default: 0.001)")  # fmt: skip
     p.add_argument("--fps", type=float, default=1.0, help="frames sampled per second (default: 1)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--max-seeds", type=int, default=2000, help="seeds used at most (default: 2000)")
-    p.add_argument(
-        "--max-videos", type=int, default=50, help="videos sampled at most (default: 50)"
-    )
+    p.add_argument("--max-videos", type=int, default=50,
+                   help="videos sampled at most (default: 50)")  # fmt: skip
     p.add_argument("--json", help="also write the full result to this JSON file")
     p.set_defaults(func=cmd_calibrate)
 
+
+def _add_training(sub) -> None:
     from flows.pipeline import PipelineParams
     from flows.train import EvalParams, TrainParams
 
@@ -248,17 +228,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_model_options(p, MineParams, skip={"progress"})
     add_model_options(p, PipelineParams, skip={"mine"})
-    p.add_argument(
-        "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bars"
-    )
+    _add_mine_extras(p)
     p.set_defaults(func=cmd_mine_and_train)
 
+
+def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="generate a small planted set, mine it, show what came out")
-    p.add_argument(
-        "--root", default="demo", help="folder for the generated set and its output (default: demo)"
-    )
+    p.add_argument("--root", default="demo",
+                   help="folder for the generated set and its output (default: demo)")  # fmt: skip
     p.add_argument("--workers", type=int, default=2, help="videos scanned at once (default: 2)")
     p.set_defaults(func=cmd_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="capmine", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_mine, _add_filter, _add_calibrate, _add_training, _add_demo):
+        add(sub)
     return parser
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import re
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from miners.embedders import parse_spec
 
 DEFAULT_EMBEDDER = "open_clip:ViT-B-32/laion2b_s34b_b79k"
+
+log = logging.getLogger(__name__)
 
 
 class MineParams(BaseModel):
@@ -55,7 +59,14 @@ class MineParams(BaseModel):
     )
     device: str = Field("auto", description="auto (CUDA when present), cpu, or cuda[:N]")
     batch_size: int = Field(64, ge=1, description="Frames per embedding batch")
-    workers: int = Field(2, ge=1, description="Videos scanned (and clips cut) at once")
+    scan_workers: int = Field(
+        2,
+        ge=1,
+        description="Videos scanned at once (the task runner's threads; on Dask, its workers)",
+    )
+    cut_workers: int = Field(
+        2, ge=1, description="Clips of one shard cut at once (ffmpeg processes)"
+    )
     seed_workers: int = Field(16, ge=1, description="Seed images loaded at once (threads; URLs)")
     seed_chunk: int = Field(
         10000,
@@ -94,6 +105,19 @@ class MineParams(BaseModel):
     progress: bool = Field(
         False, description="Show progress bars (the CLI turns them on for a terminal)"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _workers_alias(cls, data: Any) -> Any:
+        """``workers`` (deprecated) meant both: it sets whichever of the two is not given."""
+        if isinstance(data, dict) and "workers" in data:
+            data = dict(data)
+            workers = data.pop("workers")
+            log.warning("'workers' is deprecated: use scan_workers and cut_workers")
+            if workers is not None:
+                data.setdefault("scan_workers", workers)
+                data.setdefault("cut_workers", workers)
+        return data
 
     @field_validator("embedder")
     @classmethod

@@ -49,10 +49,7 @@ def split_shards(shard_dir: Path, holdout: int) -> tuple[list[str], list[str]]:
 @flow(name="mine-and-train")
 def mine_and_train(params: PipelineParams) -> dict[str, Any]:
     logger = get_run_logger()
-    from flows.dask import task_runner_for
-
-    with task_runner_for(params.mine) as runner:  # threads, or Dask with --dask
-        report = mine.with_options(task_runner=runner)(params.mine)
+    report = mine(params.mine)  # on threads, or on Dask with --dask, as capmine mine
     train_shards, eval_shards = split_shards(
         Path(params.mine.out) / "shards", params.holdout_shards
     )

@@ -8,9 +8,11 @@ leaves a file that looks finished, and a failure removes what it started.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +23,11 @@ from media.audio import AUDIO_RATE
 from media.ffmpeg import FFMPEG, MediaError, run
 from media.images import fit_short_side
 from media.probe import Streams, probe_streams
+from miners.fetch import FetchError, SourceCache
 from miners.frames import frame_at
+from miners.scan import ScanResult
 from shards.keys import is_valid_key
+from shards.record import STATUS_FAILED, ClipRecord
 
 log = logging.getLogger(__name__)
 
@@ -163,3 +168,41 @@ def _write_jpg(src: str | Path, match_time: float, height: int, path: Path) -> N
     """The matched frame, sized by the same rule as the mp4, so they line up."""
     image = Image.fromarray(frame_at(src, match_time, height=height))
     image.save(path, format="JPEG", quality=JPEG_QUALITY)
+
+
+def cut_records(
+    records: list[ClipRecord],
+    out_dir: Path,
+    *,
+    scans: dict[str, ScanResult],
+    sources: SourceCache,
+    height: int = 360,
+    workers: int = 2,
+) -> None:
+    """Cut every record's window into ``out_dir`` on ``workers`` threads (ffmpeg does the
+    work); each record gets its media paths, or is marked failed with its error."""
+    cut = functools.partial(_cut_one, out_dir=out_dir, scans=scans, sources=sources, height=height)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        list(pool.map(cut, records))
+
+
+def _cut_one(
+    record: ClipRecord,
+    *,
+    out_dir: Path,
+    scans: dict[str, ScanResult],
+    sources: SourceCache,
+    height: int,
+) -> None:
+    """Cut one clip; a failure marks the record failed with its error, not the shard."""
+    scan = scans[record.video_id]
+    try:
+        src = sources.path(scan.video_id, scan.video, scan.local_path)
+        res = cut_clip(src, record.start, record.end, out_dir, record.key,
+                       match_time=record.match_time, height=height,
+                       has_audio=bool(scan.source.get("has_audio")))  # fmt: skip
+        record.mp4, record.jpg = str(res.mp4), str(res.jpg)
+        record.flac = str(res.flac) if res.flac else None
+    except (FetchError, MediaError, OSError) as e:
+        record.status, record.error = STATUS_FAILED, f"cut: {e}"
+        log.warning("clip %s failed: %s", record.key, e)

@@ -345,6 +345,31 @@ def remove_download(fetched: Fetched) -> None:
         fetched.path.unlink(missing_ok=True)
 
 
+class SourceCache:
+    """Local paths of source videos, for cutting; re-fetches a download that was removed.
+
+    Shared by the threads cutting one shard: each source is looked up (or
+    fetched again) once.
+    """
+
+    def __init__(self, cache_dir: Path, *, timeout: float = 60.0, max_height: int = 360):
+        self.cache_dir, self.timeout, self.max_height = Path(cache_dir), timeout, max_height
+        self._lock = threading.Lock()
+        self._paths: dict[str, Path] = {}
+
+    def path(self, video_id: str, url: str, local_path: str | None) -> Path:
+        """Where ``url`` lies on disk: ``local_path`` while it exists, else fetched again."""
+        with self._lock:
+            if video_id not in self._paths:
+                if local_path and Path(local_path).exists():
+                    self._paths[video_id] = Path(local_path)
+                else:
+                    fetched = fetch_video(url, self.cache_dir, timeout=self.timeout,
+                                          max_height=self.max_height)  # fmt: skip
+                    self._paths[video_id] = fetched.path
+            return self._paths[video_id]
+
+
 # ---------------------------------------------------------------- local files
 
 

@@ -58,7 +58,7 @@ def _task_runs_of_latest_mine_run() -> tuple[object, list]:
 
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=["mine"])),
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["mine-stages"])),
             sort=FlowRunSort.START_TIME_DESC, limit=1,
         )  # fmt: skip
         tasks = client.read_task_runs(
@@ -77,12 +77,13 @@ def plain(dataset, prefect_harness):
 
 
 def _assert_one_server(report, n_videos: int) -> None:
-    """The run's scan, cut and write tasks are all in this session's server, completed."""
+    """The run's scan, stage and write tasks are all in this session's server, completed,
+    under the ``mine-stages`` flow that ``mine`` ran on the Dask runner."""
     flow_run, tasks = _task_runs_of_latest_mine_run()
     assert flow_run.state.is_completed()
     names = sorted(t.name for t in tasks)
     assert sum(n.startswith("scan-") for n in names) == n_videos, names
-    assert sum(n.startswith("cut-") for n in names) == report["shards"], names
+    assert sum(n.startswith("stage-") for n in names) == report["shards"], names
     assert sum(n.startswith("shard-") for n in names) == report["shards"], names
     assert all(t.state.is_completed() for t in tasks), [(t.name, t.state.type) for t in tasks]
 
@@ -111,11 +112,11 @@ def _probe_each_worker(client) -> dict[str, dict]:
 
 
 def test_local_cluster_mines_the_same_clips(dataset, plain, monkeypatch):
-    from flows import dask as fdask
+    from flows import runners
     from flows.mine import run_mine
 
     probes: list[dict] = []
-    real = fdask._register_setup
+    real = runners._register_setup
 
     def register_and_probe(address, plugin):  # look into the workers while the cluster is up
         real(address, plugin)
@@ -124,7 +125,7 @@ def test_local_cluster_mines_the_same_clips(dataset, plain, monkeypatch):
         with Client(address, set_as_default=False) as client:
             probes.append(_probe_each_worker(client))
 
-    monkeypatch.setattr(fdask, "_register_setup", register_and_probe)
+    monkeypatch.setattr(runners, "_register_setup", register_and_probe)
     report = run_mine(_params(dataset, "local2", dask="local:2", threads=3))
     plain_report, plain_clips = plain
     n_videos = len((dataset / "data" / "videos.txt").read_text().split())
@@ -152,8 +153,8 @@ def test_local_cluster_mines_the_same_clips(dataset, plain, monkeypatch):
 def test_existing_scheduler_by_address(dataset, plain):
     from distributed import LocalCluster
 
-    from flows.dask import default_threads
     from flows.mine import run_mine
+    from flows.runners import default_threads
 
     with LocalCluster(
         n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1", dashboard_address=None
@@ -172,7 +173,7 @@ def test_existing_scheduler_by_address(dataset, plain):
 
 
 def test_dask_spec_parsing():
-    from flows.dask import default_threads, local_workers
+    from flows.runners import default_threads, local_workers
 
     assert local_workers("local") == 2 and local_workers("local:3") == 3
     assert default_threads(2, cores=16) == 8 and default_threads(4, cores=2) == 1

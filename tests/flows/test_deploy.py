@@ -5,7 +5,8 @@ with Prefect" section tells a user to run: ``prefect server start``, ``prefect
 work-pool create``, ``prefect deploy --all`` from the project root, ``prefect
 deployment run`` with parameters, and a ``prefect worker start --run-once``
 started from elsewhere, so that only the pull step (``CAPMINE_HOME``) finds the
-code. The mined set is tiny: one planted seed in one 10 s video.
+code. The mined set is tiny: one planted seed in one 10 s video, mined on a
+one-worker Dask cluster the deployed flow starts itself from its parameters.
 """
 
 from __future__ import annotations
@@ -156,9 +157,11 @@ def test_deploy_schedule_and_worker_run(prefect_server, tmp_path: Path):
         ]
         assert adhoc.parameters["params"]["embedder"] == EMBEDDER
 
+    # dask set: the deployed flow must pick its runner from the parameters, as capmine mine does
     params = {
         "seeds": str(data / "seeds"), "videos": str(data / "videos.txt"), "out": str(out),
         "embedder": EMBEDDER, "threshold": 0.6, "filters": "none", "device": "cpu",
+        "dask": "local:1",
     }  # fmt: skip
     ran = _prefect(
         env, "deployment", "run", "mine/mine-adhoc", "--param", f"params={json.dumps(params)}"
@@ -176,6 +179,8 @@ def test_deploy_schedule_and_worker_run(prefect_server, tmp_path: Path):
         run = client.read_flow_run(flow_run_id)
     assert run.state.type == StateType.COMPLETED, f"{run.state}\nworker:\n{worker}"
     assert run.parameters["params"]["out"] == str(out)
+    report = json.loads((out / "report.json").read_text())
+    assert report["task_runner"].startswith("DaskTaskRunner at tcp://127.0.0.1:"), report
     # The one planted seed, found once, with its caption; the unplanted one nowhere.
     stats = json.loads((out / "shards" / "00000_stats.json").read_text())
     assert stats["status"] == {"ok": 1}, stats

@@ -99,9 +99,10 @@ def dump_run(out: Path, root: Path) -> dict[str, Any]:
             "tar": _tar(out / "shards" / f"{index}.tar"),
         }
     report = doc.get("report", {})
-    report.pop(
-        "params", None
-    )  # parameters gain fields as options are added; their values are the test's
+    # Not the data: parameters gain fields as options are added (their values are the
+    # test's), and where tasks ran is the options' choice.
+    for key in ("params", "task_runner"):
+        report.pop(key, None)
     return _clean(doc, str(root))
 
 

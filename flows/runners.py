@@ -123,7 +123,7 @@ def task_runner_for(params: MineParams) -> Iterator[TaskRunner]:
     if params.dask is None:
         if params.threads:
             set_threads(params.threads)
-        yield ThreadPoolTaskRunner(max_workers=params.workers)
+        yield ThreadPoolTaskRunner(max_workers=params.scan_workers)
         return
     from prefect_dask import DaskTaskRunner
 

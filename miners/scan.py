@@ -1,0 +1,141 @@
+"""One video scanned: fetched, its frames sampled and embedded, its seed candidates found.
+
+:func:`scan_video` does the work for one video and returns a :class:`ScanResult`;
+a video that cannot be fetched or decoded is a failed result, never an
+exception. Where results are kept, and when a kept one is reused, is the run
+folder's business (:mod:`runs.stages`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from media import MediaError
+from media.probe import probe
+from miners.embedders import Embedder
+from miners.fetch import Fetched, FetchError, fetch_video, remove_download
+from miners.frames import iter_frames
+from miners.index import SeedIndex
+from miners.matching import Candidate, HitAccumulator
+from miners.videos import VideoInput
+
+STATUS_OK, STATUS_FAILED = "ok", "failed"
+
+
+@dataclass
+class ScanResult:
+    """What one video's scan found; the row of ``videos.parquet`` and the input of the clip plan."""
+
+    video: str  # path or URL, as listed
+    video_id: str
+    meta: dict[str, Any] = field(default_factory=dict)  # the list's extra columns
+    status: str = STATUS_OK
+    error: str | None = None
+    duration: float | None = None  # seconds
+    n_frames: int = 0  # frames sampled
+    n_matches: int = 0  # (frame, seed) pairs at or above the threshold
+    candidates: list[Candidate] = field(default_factory=list)  # best segment per seed, best first
+    local_path: str | None = None  # where the video lies for cutting (None once removed)
+    downloaded: bool = False  # True: a cache copy capmine may delete
+    source: dict[str, Any] = field(default_factory=dict)  # width, height, fps, has_audio
+    timings: dict[str, float] = field(default_factory=dict)  # fetch, decode, embed seconds
+    settings: dict[str, Any] | None = None  # what made it: a scan with other settings is redone
+    seconds: float | None = None  # wall time of the scan
+
+    @classmethod
+    def failed(cls, video: VideoInput, error: str) -> ScanResult:
+        """The result of a video whose scan failed: still a row, with its error."""
+        return cls(video=video.url, video_id=video.video_id, meta=dict(video.meta),
+                   status=STATUS_FAILED, error=error)  # fmt: skip
+
+    @property
+    def ok(self) -> bool:
+        return self.status == STATUS_OK
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ScanResult:
+        d = dict(d)
+        d["candidates"] = [Candidate(**c) for c in d.get("candidates", [])]
+        return cls(**d)
+
+
+def scan_video(
+    video: VideoInput,
+    *,
+    index: SeedIndex,
+    embedder: Embedder,
+    threshold: float,
+    fps: float = 1.0,
+    batch_size: int = 64,
+    cache_dir: Path,
+    fetch_timeout: float = 120.0,
+    max_height: int = 360,
+) -> ScanResult:
+    """Fetch ``video``, sample and embed its frames at ``fps``, and find its seed candidates.
+
+    A download that matched nothing is deleted at once (there is nothing to
+    cut from it); one that matched is kept for cutting.
+    """
+    result = ScanResult(video=video.url, video_id=video.video_id, meta=dict(video.meta),
+                        timings={"fetch": 0.0, "decode": 0.0, "embed": 0.0})  # fmt: skip
+    t0 = time.monotonic()
+    fetched = None
+    try:
+        fetched = fetch_video(video.url, cache_dir, timeout=fetch_timeout, max_height=max_height)
+        result.timings["fetch"] = time.monotonic() - t0
+        result.local_path, result.downloaded = str(fetched.path), fetched.downloaded
+        _describe(result, fetched)
+        _match_frames(result, fetched.path, index, embedder, threshold, fps, batch_size)
+        result.timings["decode"] = time.monotonic() - t0 - result.timings["fetch"]
+        result.timings["decode"] -= result.timings["embed"]
+    except FetchError as e:
+        result.status, result.error = STATUS_FAILED, f"fetch {e}"
+    except MediaError as e:
+        result.status, result.error = STATUS_FAILED, f"decode: {e}"
+    if fetched is not None and fetched.downloaded and not result.candidates:
+        remove_download(fetched)  # nothing to cut from it
+        result.local_path = None
+    result.seconds = time.monotonic() - t0
+    return result
+
+
+def _describe(result: ScanResult, fetched: Fetched) -> None:
+    """Duration and stream facts of the fetched file, from ffprobe."""
+    info = probe(fetched.path)
+    result.duration = info.duration
+    result.source = {"width": info.width, "height": info.height, "fps": info.fps,
+                     "has_audio": info.has_audio}  # fmt: skip
+
+
+def _match_frames(
+    result: ScanResult,
+    path: Path,
+    index: SeedIndex,
+    embedder: Embedder,
+    threshold: float,
+    fps: float,
+    batch_size: int,
+) -> None:
+    """Sample, embed and search every frame batch; candidates and counts into ``result``."""
+    acc, times = HitAccumulator(), []
+    t_embed = 0.0
+    for batch_times, frames in iter_frames(path, fps=fps, size=embedder.image_size,
+                                           batch_size=batch_size):  # fmt: skip
+        te = time.monotonic()
+        emb = embedder.embed_images(frames)
+        rows, seeds, sims = index.search(emb, threshold)
+        t_embed += time.monotonic() - te
+        base = len(times)
+        times.extend(batch_times.tolist())
+        acc.add(rows + base, np.asarray(times), seeds, sims)
+    result.n_frames, result.n_matches = len(times), acc.n_hits
+    result.candidates = acc.candidates(result.video_id)
+    result.timings["embed"] = t_embed

@@ -1,0 +1,251 @@
+"""The OUT folder of a mining run: its layout, and where its runs stand.
+
+One class knows every path under OUT and every record kept there; the
+stages (:mod:`runs.stages`) and the flows ask it, never build a path
+themselves::
+
+    OUT/seeds.parquet, seeds.npy, seeds.index(.json), seeds.json   the seed stage, seeds.json last
+    OUT/seed_chunks/                 chunks embedded, waiting to be merged
+    OUT/scans/VIDEO_ID.json          one video's scan (miners.scan.ScanResult)
+    OUT/plan.json                    the current run's clips and shards (RunPlan)
+    OUT/staging/NNNNN/               a shard's clips, cut and filtered; records.json last
+    OUT/shards/NNNNN.tar, .parquet, _stats.json   a written shard, _stats.json last
+    OUT/runs.json                    the ledger of finished runs (Ledger)
+    OUT/videos.parquet, report.json  the run's rows and totals
+    OUT/downloads/                   fetched videos, unless --cache-dir says elsewhere
+
+A run moves through planned (``plan.json`` with its threshold), staged
+(every shard's ``records.json``) and done (every shard's stats file, then the
+ledger); each step is written atomically, so a killed run resumes from the
+last one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from miners.scan import ScanResult
+from runs.records import Ledger, RunPlan, SeedsMeta, ShardPlan
+from shards.record import ClipRecord
+from shards.writer import atomic_write_json, shard_name, write_shard, write_table
+
+
+class RunFolder:
+    """Paths and records of one OUT folder."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.root)!r})"
+
+    # ------------------------------------------------------------ layout
+
+    @property
+    def shard_dir(self) -> Path:
+        return self.root / "shards"
+
+    @property
+    def downloads(self) -> Path:
+        return self.root / "downloads"
+
+    @property
+    def seed_chunk_dir(self) -> Path:
+        return self.root / "seed_chunks"
+
+    def path(self, name: str) -> Path:
+        """A file at the top of OUT: ``seeds.json``, ``plan.json``, ``report.json``, ..."""
+        return self.root / name
+
+    def seed_chunk(self, fingerprint: str, start: int) -> Path:
+        return self.seed_chunk_dir / f"{fingerprint[:12]}-{start:010d}.npz"
+
+    def scan_file(self, video_id: str) -> Path:
+        return self.root / "scans" / f"{video_id}.json"
+
+    def staging(self, index: int) -> Path:
+        """Where one shard's clips wait, cut and scored, until the shard is written."""
+        return self.root / "staging" / shard_name(index)
+
+    def shard_file(self, index: int, suffix: str) -> Path:
+        """``shards/NNNNN.tar``, ``NNNNN.parquet`` or ``NNNNN_stats.json`` (suffix ``_stats.json``)."""
+        return self.shard_dir / f"{shard_name(index)}{suffix}"
+
+    # What an OUT folder holds that capmine wrote for its runs: --overwrite removes these.
+    RUN_OUTPUTS = ("scans", "shards", "staging", "plan.json", "runs.json", "report.json",
+                   "videos.parquet")  # fmt: skip
+
+    def start_over(self) -> None:
+        """``--overwrite``: remove what earlier runs wrote (seed embeddings stay: they are checked)."""
+        for name in self.RUN_OUTPUTS:
+            path = self.root / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+
+    # ------------------------------------------------------------ seeds
+
+    def seeds_meta(self) -> SeedsMeta | None:
+        """The finished seed stage, or None when its files are not all there."""
+        names = ("seeds.json", "seeds.npy", "seeds.parquet")
+        if not all(self.path(n).exists() for n in names):
+            return None
+        return SeedsMeta.from_dict(json.loads(self.path("seeds.json").read_text()))
+
+    def save_seeds_meta(self, meta: SeedsMeta) -> None:
+        atomic_write_json(self.path("seeds.json"), meta.to_dict())
+
+    def seed_captions(self) -> list[tuple[str, str]]:
+        """``(id, caption)`` of every embedded seed, in index row order."""
+        import pandas as pd
+
+        df = pd.read_parquet(self.path("seeds.parquet"), columns=["id", "caption", "row"])
+        df = df[df["row"] >= 0].sort_values("row")
+        return list(zip(df["id"], df["caption"], strict=True))
+
+    # ------------------------------------------------------------ scans
+
+    def load_scan(self, video_id: str) -> ScanResult | None:
+        path = self.scan_file(video_id)
+        return ScanResult.from_dict(json.loads(path.read_text())) if path.exists() else None
+
+    def save_scan(self, scan: ScanResult) -> None:
+        path = self.scan_file(scan.video_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, scan.to_dict())
+
+    def scans(self, video_ids: list[str]) -> list[ScanResult]:
+        """The saved scans of ``video_ids``, in that order (each must exist)."""
+        scans = [self.load_scan(v) for v in video_ids]
+        missing = [v for v, s in zip(video_ids, scans, strict=True) if s is None]
+        if missing:
+            raise FileNotFoundError(f"{self.root}: no saved scan of {missing[:3]}")
+        return scans  # type: ignore[return-value]
+
+    def forget_failed_scans(self, video_ids: list[str]) -> None:
+        """Failed scans are tried again by a new run: their saved results go."""
+        for video_id in video_ids:
+            scan = self.load_scan(video_id)
+            if scan is not None and not scan.ok:
+                self.scan_file(video_id).unlink()
+
+    # ------------------------------------------------------------ ledger and plan
+
+    def ledger(self) -> Ledger:
+        path = self.path("runs.json")
+        return Ledger.from_dict(json.loads(path.read_text())) if path.exists() else Ledger()
+
+    def save_ledger(self, ledger: Ledger) -> None:
+        atomic_write_json(self.path("runs.json"), ledger.to_dict())
+
+    def save_plan(self, plan: RunPlan) -> None:
+        atomic_write_json(self.path("plan.json"), plan.to_dict())
+
+    def load_plan(self) -> RunPlan:
+        return RunPlan.from_dict(json.loads(self.path("plan.json").read_text()))
+
+    def pending_plan(self, ledger: Ledger) -> RunPlan | None:
+        """The saved plan of a run that did not finish, if there is one."""
+        if not self.path("plan.json").exists():
+            return None
+        plan = self.load_plan()
+        if ledger.is_finished(plan.run) or plan.threshold is None:
+            return None
+        return plan
+
+    # ------------------------------------------------------------ shards
+
+    def shard_stats(self, shard: ShardPlan) -> dict[str, Any] | None:
+        """The stats of ``shard`` when it is written from the same clips as planned now."""
+        path = self.shard_file(shard.index, "_stats.json")
+        if not path.exists():
+            return None
+        stats = json.loads(path.read_text())
+        return stats if stats.get("keys") == shard.keys else None
+
+    def shard_is_done(self, shard: ShardPlan) -> bool:
+        return self.shard_stats(shard) is not None
+
+    def fresh_staging(self, shard: ShardPlan) -> Path:
+        """``shard``'s staging folder, emptied of an earlier, unfinished attempt."""
+        stage = self.staging(shard.index)
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir(parents=True)
+        return stage
+
+    def save_staged(
+        self, shard: ShardPlan, records: list[ClipRecord], extra: dict | None = None
+    ) -> None:
+        """Record the staged clips (written last: it marks the staging complete)."""
+        doc = {"keys": shard.keys, "records": [r.to_dict() for r in records], "extra": extra or {}}
+        atomic_write_json(self.staging(shard.index) / "records.json", doc)
+
+    def load_staged(self, shard: ShardPlan) -> tuple[list[ClipRecord], dict] | None:
+        """The staged clips of ``shard``, or None when its staging is missing or from another plan."""
+        path = self.staging(shard.index) / "records.json"
+        if not path.exists():
+            return None
+        doc = json.loads(path.read_text())
+        if doc["keys"] != shard.keys:
+            return None
+        return [ClipRecord.from_dict(r) for r in doc["records"]], doc["extra"]
+
+    def write_staged(self, shard: ShardPlan) -> dict[str, Any]:
+        """Write a staged shard (tar, parquet, stats last) and remove its staging folder."""
+        done = self.shard_stats(shard)
+        if done is not None:
+            return {"index": shard.index, "skipped": True, **done}
+        staged = self.load_staged(shard)
+        if staged is None:
+            raise RuntimeError(
+                f"shard {shard.index} has not been staged in {self.staging(shard.index)}"
+            )
+        records, extra = staged
+        for stale in self.shard_dir.glob(f".{shard_name(shard.index)}*.tmp"):  # a killed run's
+            stale.unlink()
+        stats = write_shard(self.shard_dir, shard.index, records, extra_stats=extra)
+        shutil.rmtree(self.staging(shard.index), ignore_errors=True)
+        return {"index": shard.index, "skipped": False, **stats}
+
+    def kept_per_seed(self, shards: list[ShardPlan]) -> dict[str, int]:
+        """Clips written for each seed id (any caption of a kept clip counts)."""
+        import pandas as pd
+
+        counts: dict[str, int] = {}
+        for shard in shards:
+            side = pd.read_parquet(self.shard_file(shard.index, ".parquet"))
+            for caps in side.loc[side["status"] == "ok", "captions"]:
+                for c in json.loads(caps):
+                    counts[c["seed_id"]] = counts.get(c["seed_id"], 0) + 1
+        return counts
+
+    # ------------------------------------------------------------ the run's outputs
+
+    def write_videos_table(self, scans: list[ScanResult], plan: RunPlan) -> None:
+        """``OUT/videos.parquet``: a row for every input video, failed ones with their error."""
+        n_clips: dict[str, int] = {}
+        for c in plan.clips:
+            n_clips[c.video_id] = n_clips.get(c.video_id, 0) + 1
+        rows = [
+            {"video": s.video, "video_id": s.video_id, "status": s.status, "error": s.error,
+             "duration": s.duration, "n_frames": s.n_frames, "n_matches": s.n_matches,
+             "n_clips": n_clips.get(s.video_id, 0), "meta": json.dumps(s.meta or {})}
+            for s in scans
+        ]  # fmt: skip
+        write_table(self.path("videos.parquet"), rows)
+
+    def remove_downloads(self, scans: list[ScanResult]) -> int:
+        """Delete the downloaded sources the run kept for cutting; returns how many."""
+        n = 0
+        for s in scans:
+            if s.downloaded and s.local_path and Path(s.local_path).exists():
+                Path(s.local_path).unlink()
+                n += 1
+        return n
+
+    def write_report(self, report: dict[str, Any]) -> None:
+        atomic_write_json(self.path("report.json"), report)

@@ -1,0 +1,278 @@
+"""The stages of a mining run after the seeds, as plain functions over a :class:`RunFolder`.
+
+threshold -> scan each video -> plan the clips -> stage each shard (cut, per-clip
+filters) -> run-level filters over every staged clip -> write each shard.
+
+Each stage reads what the one before left in OUT and writes its own result
+there atomically, so a rerun finds finished work and skips it, and any
+orchestrator (the Prefect flow, a Dask cluster, a plain loop) can drive them
+passing only paths and small records. ``capmine filter`` re-uses the staging
+path with records loaded from a finished run instead of cut (:mod:`runs.refilter`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from miners.embedders import get_embedder
+from miners.index import SeedIndex
+from miners.matching import select_clips
+from miners.scan import ScanResult
+from miners.videos import VideoInput
+from runs.folder import RunFolder
+from runs.records import Ledger, RunPlan, ShardPlan, Threshold
+from shards.record import ClipRecord
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- threshold
+
+
+def known_threshold(
+    given: float | None, ledger: Ledger, todo: list[VideoInput]
+) -> Threshold | None:
+    """The threshold this run uses without calibrating: given, else the one earlier runs
+    used (one scale over runs), else none is needed when nothing is to be mined.
+    None means: calibrate it (:func:`calibrate_threshold`)."""
+    if given is not None:
+        return Threshold(given, "given")
+    if ledger.threshold is not None:
+        return ledger.threshold
+    if not todo:
+        return Threshold(1.0, "nothing to mine")
+    return None
+
+
+def calibrate_threshold(
+    seeds: str,
+    videos: str,
+    *,
+    embedder: str,
+    device: str = "auto",
+    false_match_rate: float = 0.001,
+    fps: float = 1.0,
+    seed_workers: int = 16,
+) -> Threshold:
+    """Estimate the threshold on a sample of this run's own seeds and videos."""
+    from miners.calibrate import calibrate
+
+    est = calibrate(
+        seeds, videos, embedder=embedder, device=device, false_match_rate=false_match_rate,
+        fps=fps, max_seeds=500, max_videos=20, max_frames_per_video=60, seed_workers=seed_workers,
+    )  # fmt: skip
+    basis = f"calibrated on {est['n_seeds']} seeds, {est['n_frames']} frames"
+    return Threshold.from_dict(est | {"basis": basis})
+
+
+# ---------------------------------------------------------------- scans
+
+
+@functools.lru_cache(maxsize=2)
+def _seed_index(root: str) -> SeedIndex:
+    return SeedIndex.load(Path(root))
+
+
+def scan_video(
+    folder: RunFolder,
+    video: VideoInput,
+    *,
+    embedder: str,
+    device: str = "auto",
+    threshold: float,
+    fps: float = 1.0,
+    batch_size: int = 64,
+    cache_dir: Path | None = None,
+    fetch_timeout: float = 120.0,
+    max_height: int = 360,
+) -> ScanResult:
+    """Scan one video against the run's seed index and keep the result in ``OUT/scans/``.
+
+    A result made with the same seeds, embedder, threshold and fps is returned
+    as it is. A video that cannot be fetched or decoded is a failed result.
+    """
+    from miners.scan import scan_video as scan
+
+    seeds = folder.seeds_meta()
+    if seeds is None:
+        raise FileNotFoundError(f"{folder.root}: the seeds are not embedded yet (no seeds.json)")
+    settings = {"embedder": embedder, "threshold": threshold, "fps": fps,
+                "seeds": seeds.fingerprint}  # fmt: skip
+    previous = folder.load_scan(video.video_id)
+    if previous is not None and previous.settings == settings:
+        return previous
+    result = scan(
+        video, index=_seed_index(str(folder.root)), embedder=get_embedder(embedder, device, batch_size),
+        threshold=threshold, fps=fps, batch_size=batch_size, cache_dir=cache_dir or folder.downloads,
+        fetch_timeout=fetch_timeout, max_height=max_height,
+    )  # fmt: skip
+    result.settings = settings
+    folder.save_scan(result)
+    return result
+
+
+# ---------------------------------------------------------------- plan
+
+
+def plan_run(
+    folder: RunFolder,
+    scans: list[ScanResult],
+    *,
+    ledger: Ledger,
+    threshold: Threshold,
+    clip_seconds: float = 10.0,
+    max_clips_per_seed: int = 10,
+    shard_size: int = 1000,
+) -> RunPlan:
+    """Choose the clips over the scanned videos, deal them into shards, save the plan.
+
+    Shards are numbered after the ledger's last one and ``max_clips_per_seed``
+    holds over all runs (the ledger counts what earlier runs gave each seed).
+    """
+    seeds = folder.seed_captions()
+    row_of = {seed_id: row for row, (seed_id, _) in enumerate(seeds)}
+    used = {row_of[k]: n for k, n in ledger.clips_per_seed.items() if k in row_of}
+    videos = {s.video_id: {"video": s.video, "duration": s.duration, "source": s.source}
+              for s in scans if s.ok}  # fmt: skip
+    candidates = [c for s in scans if s.ok for c in s.candidates]
+    clips = select_clips(candidates, videos=videos, seeds=seeds, clip_seconds=clip_seconds,
+                         max_clips_per_seed=max_clips_per_seed, used=used)  # fmt: skip
+    shards = [
+        ShardPlan(ledger.next_shard + n, [c.key for c in clips[i : i + shard_size]])
+        for n, i in enumerate(range(0, len(clips), shard_size))
+    ]
+    plan = RunPlan(run=len(ledger.runs), videos=[s.video_id for s in scans], clips=clips,
+                   shards=shards, threshold=threshold)  # fmt: skip
+    folder.save_plan(plan)
+    return plan
+
+
+# ---------------------------------------------------------------- shards
+
+
+@dataclass(frozen=True)
+class FilterSetup:
+    """A filter chain and what its filters borrow from the run; the same for every shard."""
+
+    spec: str = "default"  # default, none, or a YAML file
+    min_clip_seconds: float | None = None  # the shots filter's bound, when the user set it
+    embedder: str | None = None  # loaded only when a filter of the chain needs it
+    device: str = "auto"
+    batch_size: int = 64
+
+    def chains(self):
+        """(per-clip chain, run-level chain), built fresh: a chain counts what it sees."""
+        from filters.registry import split_chain
+
+        overrides = {}
+        if self.min_clip_seconds is not None:
+            overrides["shots"] = {"min_clip_seconds": self.min_clip_seconds}
+        return split_chain(self.spec, overrides)
+
+    def context(self, chain, tmp_dir: Path):
+        """What ``chain`` borrows: the embedder only when one of its filters needs it."""
+        from filters.base import FilterContext
+
+        embedder = None
+        if any(f.needs_embedder for f in chain.filters):
+            if self.embedder is None:
+                raise ValueError(f"filters {self.spec!r} need an embedder and none was given")
+            embedder = get_embedder(self.embedder, self.device, self.batch_size)
+        return FilterContext(embedder=embedder, tmp_dir=tmp_dir)
+
+
+def stage_records(
+    folder: RunFolder,
+    shard: ShardPlan,
+    records_into: Callable[[Path], list[ClipRecord]],
+    setup: FilterSetup,
+) -> dict[str, Any]:
+    """Stage one shard: its records (``records_into(staging folder)`` makes their media),
+    then the per-clip filters; skipped when the shard is written or staged already."""
+    if folder.shard_is_done(shard) or folder.load_staged(shard) is not None:
+        return {"index": shard.index, "skipped": True}
+    t0 = time.monotonic()
+    work = folder.fresh_staging(shard)
+    records = records_into(work)
+    chain = setup.chains()[0]
+    chain(records, setup.context(chain, work))
+    folder.save_staged(shard, records, {"filters": chain.stats()})
+    return {"index": shard.index, "skipped": False, "seconds": time.monotonic() - t0}
+
+
+def stage_shard(
+    folder: RunFolder,
+    shard: ShardPlan,
+    setup: FilterSetup,
+    *,
+    clip_height: int = 360,
+    cut_workers: int = 2,
+    cache_dir: Path | None = None,
+    fetch_timeout: float = 120.0,
+    max_height: int = 360,
+) -> dict[str, Any]:
+    """Stage one shard of the plan: its clips cut from their sources, then filtered."""
+    cut = functools.partial(
+        _cut_planned, folder, shard, clip_height=clip_height, cut_workers=cut_workers,
+        cache_dir=cache_dir, fetch_timeout=fetch_timeout, max_height=max_height,
+    )  # fmt: skip
+    return stage_records(folder, shard, cut, setup)
+
+
+def _cut_planned(
+    folder: RunFolder,
+    shard: ShardPlan,
+    work: Path,
+    *,
+    clip_height: int,
+    cut_workers: int,
+    cache_dir: Path | None,
+    fetch_timeout: float,
+    max_height: int,
+) -> list[ClipRecord]:
+    """The shard's planned clips, cut into ``work``; a clip that cannot be cut is a failed record."""
+    from miners.cut import cut_records
+    from miners.fetch import SourceCache
+
+    records = folder.load_plan().clips_of(shard)
+    scans = {v: folder.load_scan(v) for v in {r.video_id for r in records}}
+    sources = SourceCache(cache_dir or folder.downloads, timeout=fetch_timeout,
+                          max_height=max_height)  # fmt: skip
+    cut_records(records, work, scans=scans, sources=sources, height=clip_height,
+                workers=cut_workers)  # fmt: skip
+    return records
+
+
+def filter_run(folder: RunFolder, shards: list[ShardPlan], setup: FilterSetup) -> dict[str, Any]:
+    """The filters that must see every clip of the run at once (dedup, per-video caps),
+    over every staged shard; their verdicts and counts go back into each staging."""
+    chain = setup.chains()[1]
+    staged = [(s, folder.load_staged(s)) for s in shards]
+    staged = [(s, st) for s, st in staged if st is not None]
+    if not len(chain) or not staged:
+        return {}
+    records = [r for _, (recs, _) in staged for r in recs]
+    chain(records, setup.context(chain, folder.root / "staging"))
+    for shard, (recs, extra) in staged:
+        folder.save_staged(shard, recs, dict(extra, run_filters=chain.stats()))
+    return chain.stats()
+
+
+def write_shard(folder: RunFolder, shard: ShardPlan) -> dict[str, Any]:
+    """Write one staged shard: tar, parquet, then the stats file that marks it done."""
+    return folder.write_staged(shard)
+
+
+def all_scans(
+    folder: RunFolder, videos: list[VideoInput], scans: list[ScanResult]
+) -> list[ScanResult]:
+    """This run's scans, then those of listed videos earlier runs finished."""
+    now = {s.video_id for s in scans}
+    earlier = [folder.load_scan(v.video_id) for v in videos if v.video_id not in now]
+    return scans + [s for s in earlier if s is not None]
