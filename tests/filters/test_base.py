@@ -24,19 +24,22 @@ class Loudness(Filter):
 
     name = "loudness"
     score_names = ("level",)
-    defaults = {"min_level": 10.0, "strict": False, "tag": "x"}
+
+    min_level: float = 10.0  # level units; below -> quiet
+    strict: bool = False  # a flag, to check that flags stay flags
+    tag: str = "x"  # a word, to check that strings stay strings
 
     def __init__(self, **params):
         super().__init__(**params)
         self.calls = 0
 
-    def compute(self, r: ClipRecord) -> dict[str, float]:
+    def compute(self, r: ClipRecord, context: FilterContext) -> dict[str, float]:
         self.calls += 1
         if r.key.endswith("bad"):
             raise RuntimeError("cannot decode")
         return {"level": float(r.key.split("-")[1])}
 
-    def keep(self, scores):
+    def drop_reason(self, scores):
         return "quiet" if scores["level"] < self.min_level else None
 
 
@@ -86,7 +89,7 @@ def test_audio_refilter_without_decoding(monkeypatch):
     recs = [record("a", has_audio=1.0, audio_rms_db=-30.0), record("b", has_audio=0.0)]
     recs[0].flac = "/nonexistent.flac"
     calls = []
-    monkeypatch.setattr(AudioFilter, "compute", lambda self, r: calls.append(r.key) or {})
+    monkeypatch.setattr(AudioFilter, "compute", lambda self, r, ctx: calls.append(r.key) or {})
     AudioFilter(min_rms_db=-20.0, require_audio=True)(recs)
     assert calls == []
     assert [r.reason for r in recs] == ["silent", "no_audio"]
@@ -105,9 +108,10 @@ def test_chain_stats_merge_reasons_and_number_repeated_filters():
 
 def test_filters_pickle_without_their_context():
     f = Loudness(min_level=4)
-    f.context = FilterContext(embedder=lambda: None)  # a lambda does not pickle
+    f([record("k-3")], FilterContext(embedder=lambda: None))  # a lambda does not pickle
     g = pickle.loads(pickle.dumps(f))
-    assert g.min_level == 4.0 and g.context.embedder is None
+    assert g.min_level == 4.0 and not hasattr(g, "context")  # the context is lent per call
+    assert g.stats()["dropped"] == {"quiet": 1}
 
 
 def test_chain_needs_embedder_before_any_work():
