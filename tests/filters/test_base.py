@@ -9,6 +9,7 @@ import pytest
 from filters.audio import AudioFilter
 from filters.base import Filter, FilterChain, FilterContext, reset_drops
 from filters.motion import MotionFilter
+from filters.text import TextFilter
 from shards.record import ClipRecord
 
 
@@ -119,3 +120,59 @@ def test_chain_needs_embedder_before_any_work():
 
     with pytest.raises(ValueError, match="embedder"):
         FilterChain([AgreementFilter()])([record("k-1")])
+
+
+def test_parameters_are_typed_fields():
+    f = MotionFilter(frames=6.0, min_motion=None)
+    assert f.frames == 6 and type(f.frames) is int  # ints stay ints
+    assert f.min_motion is None  # None turns an optional bound off
+    assert type(Loudness(strict=True).strict) is bool
+    assert AudioFilter(min_rms_db=-45).min_rms_db == -45.0
+    assert type(AudioFilter(min_rms_db=-45).min_rms_db) is float
+    assert (
+        repr(MotionFilter(frames=6, min_motion=None)) == "MotionFilter(min_motion=None, frames=6)"
+    )
+    assert repr(AudioFilter()) == "AudioFilter()"
+    with pytest.raises(ValueError, match=r"'motion'.*'frames' = None.*wrong type"):
+        MotionFilter(frames=None)  # not an optional parameter
+    with pytest.raises(ValueError, match=r"'motion'.*'frames' = '8'.*wrong type"):
+        MotionFilter(frames="8")  # no strings read as numbers
+    with pytest.raises(ValueError, match=r"'audio'.*'require_audio' = 'yes'.*wrong type"):
+        AudioFilter(require_audio="yes")
+    with pytest.raises(ValueError, match=r"'audio'.*'min_rms_db' = True.*wrong type"):
+        AudioFilter(min_rms_db=True)  # a flag is not a number
+    with pytest.raises(ValueError, match=r"'loudness'.*'tag' = 3.*wrong type"):
+        Loudness(tag=3)
+    with pytest.raises(ValueError, match=r"'text'.*'reject_patterns'.*wrong type"):
+        TextFilter(reject_patterns=["ok", 3])
+    assert TextFilter(reject_patterns=["a", "b"]).reject_patterns == ("a", "b")
+    assert Loudness.parameters["min_level"].default == 10.0 and Loudness().min_level == 10.0
+
+
+def test_a_filter_written_for_the_old_contract_fails_when_defined():
+    with pytest.raises(TypeError, match="drop_reason"):
+
+        class Stale(Filter):
+            def keep(self, scores):
+                return None
+
+    with pytest.raises(TypeError, match="annotated"):
+
+        class Untyped(Filter):
+            defaults = {"level": 1.0}
+
+    with pytest.raises(TypeError, match="score_batch"):
+
+        class OwnLoop(Filter):
+            def process(self, records, context):
+                pass
+
+    with pytest.raises(TypeError, match="dict"):
+
+        class Odd(Filter):
+            table: dict = {}
+
+    with pytest.raises(TypeError, match="default"):
+
+        class Wrong(Filter):
+            level: int = 0.5
