@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from filters.base import Filter
+from filters.base import Filter, FilterContext
 from shards.record import ClipRecord
 
 
@@ -21,12 +21,10 @@ class AgreementFilter(Filter):
     name = "agreement"
     score_names = ("caption_similarity",)
     needs_embedder = True
-    optional = frozenset({"min_similarity"})
-    defaults = {
-        "min_similarity": 0.1,  # cosine; below -> caption_mismatch (None: score only)
-        "frames": 4,  # frames embedded per clip
-        "reduce": "max",  # "max" or "mean" over the frames
-    }
+
+    min_similarity: float | None = 0.1  # cosine; below -> caption_mismatch (None: score only)
+    frames: int = 4  # frames embedded per clip
+    reduce: str = "max"  # "max" or "mean" over the frames
 
     def validate(self) -> None:
         if self.reduce not in ("max", "mean"):
@@ -34,15 +32,15 @@ class AgreementFilter(Filter):
         if self.frames < 1:
             self.fail("frames", "must be at least 1")
 
-    def compute(self, record: ClipRecord) -> dict[str, float]:
+    def compute(self, record: ClipRecord, context: FilterContext) -> dict[str, float]:
         if not record.caption:
             raise ValueError(f"{record.key}: no caption to compare")
-        images = self.context.frame_embeddings(record, self.frames)
-        text = np.asarray(self.context.embedder.embed_texts([record.caption]), np.float32)[0]
+        images = context.frame_embeddings(record, self.frames)
+        text = np.asarray(context.embedder.embed_texts([record.caption]), np.float32)[0]
         sims = images @ text
         return {"caption_similarity": float(sims.max() if self.reduce == "max" else sims.mean())}
 
-    def keep(self, scores: dict[str, float]) -> str | None:
+    def drop_reason(self, scores: dict[str, float]) -> str | None:
         if self.min_similarity is not None and scores["caption_similarity"] < self.min_similarity:
             return "caption_mismatch"
         return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from filters.base import Filter
+from filters.base import Filter, FilterContext
 from media.audio import decode_audio
 from shards.record import ClipRecord
 
@@ -28,22 +28,21 @@ def rms_db(samples: np.ndarray) -> float:
 class AudioFilter(Filter):
     name = "audio"
     score_names = ("has_audio", "audio_rms_db")
-    optional = frozenset({"min_rms_db"})
-    defaults = {
-        "min_rms_db": -50.0,  # dBFS (None: no bound); quiet room tone sits around -60, speech around -25
-        "require_audio": False,  # drop clips whose video has no sound at all
-    }
+
+    # dBFS; below -> silent (None: no bound); quiet room tone sits around -60, speech around -25
+    min_rms_db: float | None = -50.0
+    require_audio: bool = False  # drop clips whose video has no sound at all, as no_audio
 
     def is_scored(self, record: ClipRecord) -> bool:
         s = record.scores
         return s.get("has_audio") == 0.0 or all(n in s for n in self.score_names)
 
-    def compute(self, record: ClipRecord) -> dict[str, float]:
+    def compute(self, record: ClipRecord, context: FilterContext) -> dict[str, float]:
         if not record.flac:
             return {"has_audio": 0.0}
         return {"has_audio": 1.0, "audio_rms_db": rms_db(decode_audio(record.flac))}
 
-    def keep(self, scores: dict[str, float]) -> str | None:
+    def drop_reason(self, scores: dict[str, float]) -> str | None:
         if scores.get("has_audio") == 0.0:
             return "no_audio" if self.require_audio else None
         if self.min_rms_db is not None and scores["audio_rms_db"] < self.min_rms_db:

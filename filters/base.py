@@ -1,16 +1,21 @@
-"""What every filter shares: parameters, the score-then-keep loop, and the counts.
+"""What every filter shares: typed parameters, the score-then-decide loop, and the counts.
 
-A filter *scores* a clip (numbers written into ``record.scores``) and *keeps*
-or names a reason from those numbers alone, as datacomp's filters do: records
-dropped by a filter stay in the shard's parquet with their scores, so bounds
-can be re-tuned later without decoding a single frame. ``score`` is skipped
-for a record that already holds all of a filter's scores, which is what makes
-``capmine filter`` with new bounds cheap.
+A filter *scores* a clip (numbers written into ``record.scores``) and then
+names a reason to drop it, or none, from those numbers alone, as datacomp's
+filters do: records dropped by a filter stay in the shard's parquet with their
+scores, so bounds can be re-tuned later without decoding a single frame.
+Scoring is skipped for a record that already holds all of a filter's scores,
+which is what makes ``capmine filter`` with new bounds cheap.
 
-Subclasses set ``name``, ``score_names`` and ``defaults`` (every parameter and
-its default), and implement ``compute`` (scores of one record) and ``keep``
-(None, or the reason to drop). Filters that decide over a whole batch (dedup,
-per-video caps) override ``process`` instead.
+A subclass sets ``name`` and ``score_names``, declares its parameters as
+annotated class attributes (the value is the default), and implements
+``compute(record, context)`` (the scores of one record) and
+``drop_reason(scores)``. A filter whose scores compare clips with each other
+(``caps``, ``dedup``) implements ``score_batch(records, context)`` instead of
+``compute``: it sees every clip at once. Counting, examples and timing are the
+base's: no filter overrides ``process``. The run's borrowed things (embedder,
+temporary folder, re-cut hook) arrive as a :class:`FilterContext` argument on
+every call; a filter never holds one.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ from __future__ import annotations
 import logging
 import os
 import time
+import types
+import typing
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -60,7 +67,7 @@ def default_recut(context: FilterContext) -> Recut:
 
 @dataclass
 class FilterContext:
-    """What filters borrow from the run: set by the chain before use, never pickled with a filter.
+    """What filters borrow from the run, passed to each call: a filter never keeps it.
 
     ``embedder`` keeps the protocol of DESIGN.md (dim, image_size, embed_images,
     embed_texts); ``tmp_dir`` receives re-cut media; ``recut`` overrides how a
@@ -104,55 +111,129 @@ class FilterContext:
         return {**self.__dict__, "_frames": OrderedDict()}
 
 
+@dataclass(frozen=True)
+class Param:
+    """One declared parameter of a filter: ``kind`` is bool, int, float, str or tuple (of str)."""
+
+    name: str
+    kind: type
+    optional: bool  # None is allowed (it turns a bound off)
+    default: Any
+
+
+_KINDS = (bool, int, float, str)
+
+
+def _param(owner: str, name: str, hint: Any, default: Any) -> Param:
+    """A :class:`Param` from an annotation such as ``float | None`` or ``tuple[str, ...]``."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    optional = typing.get_origin(hint) in (types.UnionType, typing.Union)
+    kind = args[0] if optional and len(args) == 1 else hint
+    if typing.get_origin(kind) is tuple and typing.get_args(kind) == (str, ...):
+        kind = tuple
+    if kind not in (*_KINDS, tuple):
+        raise TypeError(
+            f"{owner}.{name}: a filter parameter is bool, int, float, str or "
+            f"tuple[str, ...], optionally '| None'; not {hint!r}"
+        )
+    return Param(name, kind, optional, default)
+
+
 class Filter:
-    """One scoring stage. Construct with keyword parameters; call on a list of records."""
+    """One scoring stage. Construct with keyword parameters; call on a list of records.
+
+    Parameters are annotated class attributes whose values are the defaults,
+    each with a comment giving its unit::
+
+        class AudioFilter(Filter):
+            name = "audio"
+            score_names = ("has_audio", "audio_rms_db")
+            min_rms_db: float | None = -50.0  # dBFS; below -> silent (None: no bound)
+    """
 
     name: ClassVar[str] = ""
     score_names: ClassVar[tuple[str, ...]] = ()
-    defaults: ClassVar[dict[str, Any]] = {}
-    optional: ClassVar[frozenset[str]] = frozenset()  # bounds that None turns off
     needs_embedder: ClassVar[bool] = False
     # True for filters that compare clips with each other (dedup, caps): a mining run
     # applies them once over the whole run, after the filters that judge a clip alone.
     run_level: ClassVar[bool] = False
+    # Every parameter, from the annotations: filled in for each subclass as it is defined.
+    parameters: ClassVar[dict[str, Param]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Read the parameters off the annotations, and refuse the shapes of the old contract.
+
+        A stale ``keep``, ``defaults`` or ``optional`` would be silently ignored (a
+        filter that never drops, or takes no parameter), and a ``process`` of its own
+        would bypass the shared counts: each is an error when the class is defined,
+        not a surprise in a run.
+        """
+        super().__init_subclass__(**kwargs)
+        stale = {
+            "keep": "rename it drop_reason",
+            "defaults": "declare annotated class attributes",
+            "optional": "annotate the parameter 'X | None'",
+            "process": "override score_batch (scores) and drop_reason (verdicts)",
+        }
+        for attr, fix in stale.items():
+            if attr in cls.__dict__:
+                raise TypeError(f"filter {cls.__name__} defines {attr!r}: {fix}")
+        params = {}
+        for name, hint in typing.get_type_hints(cls).items():
+            if typing.get_origin(hint) is ClassVar:
+                continue
+            if not hasattr(cls, name):
+                raise TypeError(f"{cls.__name__}.{name}: a filter parameter needs a default")
+            params[name] = param = _param(cls.__name__, name, hint, getattr(cls, name))
+            try:
+                cls._check(param, param.default)
+            except ValueError as e:
+                raise TypeError(f"{cls.__name__}.{name}: the default {e}") from None
+        cls.parameters = params
 
     def __init__(self, **params: Any):
-        unknown = sorted(set(params) - set(self.defaults))
+        unknown = sorted(set(params) - set(self.parameters))
         if unknown:
             raise ValueError(
                 f"filter {self.name!r}: unknown parameter(s) {unknown}; "
-                f"known: {sorted(self.defaults)}"
+                f"known: {sorted(self.parameters)}"
             )
-        self.params = {**self.defaults, **params}
-        for key, value in self.params.items():
-            self.params[key] = self._check_type(key, value, self.defaults[key])
-        self.__dict__.update(self.params)
+        for key, value in params.items():
+            try:
+                value = self._check(self.parameters[key], value)
+            except ValueError:
+                raise ValueError(
+                    f"filter {self.name!r}: parameter {key!r} = {value!r} has the wrong type"
+                ) from None
+            setattr(self, key, value)
         self.validate()
-        self.context = FilterContext()
         self.reset_stats()
 
-    def _check_type(self, key: str, value: Any, default: Any) -> Any:
-        """Numbers stay numbers, flags stay flags; None where the default or ``optional`` allows."""
-        bad = ValueError(f"filter {self.name!r}: parameter {key!r} = {value!r} has the wrong type")
-        if value is None and (default is None or key in self.optional):
-            return None
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise bad
-        elif isinstance(default, int | float) or default is None:
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise bad
-            if isinstance(default, int) and not float(value).is_integer():
-                raise bad
-            return type(default)(value) if default is not None else float(value)
-        elif isinstance(default, str):
-            if not isinstance(value, str):
-                raise bad
-        elif isinstance(default, list | tuple):
-            if not isinstance(value, list | tuple):
-                raise bad
-            return list(value)
-        return value
+    @staticmethod
+    def _check(param: Param, value: Any) -> Any:
+        """``value`` as the parameter's kind: numbers stay numbers (an integral float is an
+        int), flags stay flags, None only where the annotation allows it."""
+        if value is None:
+            if param.optional:
+                return None
+            raise ValueError(f"{value!r} is not a {param.kind.__name__}")
+        ok = False
+        if param.kind is bool:
+            ok = isinstance(value, bool)
+        elif param.kind in (int, float) and isinstance(value, int | float):
+            ok = not isinstance(value, bool) and (param.kind is float or float(value).is_integer())
+        elif param.kind is str:
+            ok = isinstance(value, str)
+        elif param.kind is tuple and isinstance(value, list | tuple):
+            ok = all(isinstance(v, str) for v in value)
+        if not ok:
+            raise ValueError(f"{value!r} is not a {param.kind.__name__}")
+        return param.kind(value)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Every parameter's value, by name."""
+        return {k: getattr(self, k) for k in self.parameters}
 
     def validate(self) -> None:
         """Range checks of the parameters; raise ValueError naming the filter and parameter."""
@@ -162,57 +243,88 @@ class Filter:
 
     # -- the work ---------------------------------------------------------
 
-    def compute(self, record: ClipRecord) -> dict[str, float]:
-        """The scores of one record. Subclasses implement this."""
+    def compute(self, record: ClipRecord, context: FilterContext) -> dict[str, float]:
+        """The scores of one record. Per-clip filters implement this."""
         raise NotImplementedError
 
-    def keep(self, scores: dict[str, float]) -> str | None:
-        """None to keep, else the drop reason; reads ``scores`` only."""
+    def drop_reason(self, scores: dict[str, float]) -> str | None:
+        """The reason to drop a record with these scores, or None to keep it; reads ``scores`` only."""
         return None
 
-    def accept(self, record: ClipRecord, scores: dict[str, float]) -> None:
+    def accept(self, record: ClipRecord, scores: dict[str, float], context: FilterContext) -> None:
         """Called for each record the filter keeps; a place to act on it (shots re-cuts)."""
 
     def is_scored(self, record: ClipRecord) -> bool:
         """True when the record already holds this filter's scores (from an earlier run)."""
         return bool(self.score_names) and all(n in record.scores for n in self.score_names)
 
-    def score(self, record: ClipRecord) -> dict[str, float]:
+    def score(self, record: ClipRecord, context: FilterContext) -> dict[str, float]:
         """Compute the record's scores and write them into ``record.scores``."""
-        scores = {k: float(v) for k, v in self.compute(record).items()}
+        scores = {k: float(v) for k, v in self.compute(record, context).items()}
         record.scores.update(scores)
         return scores
 
-    def __call__(self, records: list[ClipRecord]) -> list[ClipRecord]:
-        if self.needs_embedder and self.context.embedder is None:
-            raise ValueError(f"filter {self.name!r} needs an embedder in its FilterContext")
-        t0 = time.perf_counter()
-        try:
-            self.process(records)
-        finally:
-            self.stats_seconds += time.perf_counter() - t0
-        return records
+    def score_batch(
+        self, records: list[ClipRecord], context: FilterContext
+    ) -> Iterable[ClipRecord]:
+        """Score the ok ``records``; give back those to judge, in the order verdicts are taken.
 
-    def process(self, records: list[ClipRecord]) -> None:
-        """Score each ok record (unless scored before), then keep or drop it."""
+        The default scores one record at a time with ``compute`` (stored scores are
+        reused), handing each on as soon as it is scored, so a record is judged, and
+        acted on when kept, before the next one is decoded. A filter whose scores
+        compare clips with each other (a rank within a video, the nearest look-alike)
+        overrides this to see every clip at once; it counts what it scores in
+        ``n_scored``, passes a record it cannot score to :meth:`score_failed` and
+        leaves it out. The order given back is the order drops are counted and
+        examples listed in.
+        """
         for record in records:
-            if record.status != STATUS_OK:
-                continue
             if self.is_scored(record):
                 self.n_reused += 1
             else:
                 try:
-                    self.score(record)
+                    self.score(record, context)
                 except Exception as e:  # a bad clip is data: log it, count it, go on
-                    self.n_errors += 1
-                    log.warning("filter %s: cannot score %s: %s", self.name, record.key, e)
+                    self.score_failed(record, e)
                     continue
                 self.n_scored += 1
-            reason = self.keep(record.scores)
+            yield record
+
+    def score_failed(self, record: ClipRecord, error: Exception) -> None:
+        """Count and log a record that could not be scored; it is left as it is."""
+        self.n_errors += 1
+        log.warning("filter %s: cannot score %s: %s", self.name, record.key, error)
+
+    def __call__(
+        self, records: list[ClipRecord], context: FilterContext | None = None
+    ) -> list[ClipRecord]:
+        """Score and judge ``records`` in place; returns them (dropped ones included).
+
+        ``context`` lends the run's embedder, temporary folder and re-cut hook for
+        this call only (a filter that borrows nothing runs without one).
+        """
+        context = FilterContext() if context is None else context
+        if self.needs_embedder and context.embedder is None:
+            raise ValueError(f"filter {self.name!r} needs an embedder in its FilterContext")
+        t0 = time.perf_counter()
+        try:
+            self.process(records, context)
+        finally:
+            self.stats_seconds += time.perf_counter() - t0
+        return records
+
+    def process(self, records: list[ClipRecord], context: FilterContext) -> None:
+        """Score the ok records, then keep or drop each from its scores alone.
+
+        The same for every filter (subclasses override ``score_batch``, not this).
+        """
+        ok = [r for r in records if r.status == STATUS_OK]
+        for record in self.score_batch(ok, context):
+            reason = self.drop_reason(record.scores)
             if reason:
                 self.drop(record, reason)
             else:
-                self.accept(record, record.scores)
+                self.accept(record, record.scores, context)
 
     def drop(self, record: ClipRecord, reason: str) -> None:
         record.status, record.reason = STATUS_DROPPED, reason
@@ -238,12 +350,8 @@ class Filter:
             "seconds": round(self.stats_seconds, 3),
         }
 
-    def __getstate__(self) -> dict:
-        # The context (embedder, caches) belongs to the run, not to the filter.
-        return {**self.__dict__, "context": FilterContext()}
-
     def __repr__(self) -> str:
-        changed = {k: v for k, v in self.params.items() if v != self.defaults[k]}
+        changed = {k: v for k, v in self.params.items() if v != self.parameters[k].default}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
 
 
@@ -269,15 +377,16 @@ class FilterChain:
     def __call__(
         self, records: list[ClipRecord], context: FilterContext | None = None
     ) -> list[ClipRecord]:
-        """Score and drop in place; returns the same records (dropped ones included)."""
-        if context is not None:
-            self.context = context
+        """Score and drop in place; returns the same records (dropped ones included).
+
+        ``context`` (default: the one the chain was built with) is handed to each filter.
+        """
+        context = self.context if context is None else context
         needy = [f.name for f in self.filters if f.needs_embedder]
-        if needy and self.context.embedder is None:
+        if needy and context.embedder is None:
             raise ValueError(f"filters {needy} need an embedder: FilterContext(embedder=...)")
         for f in self.filters:
-            f.context = self.context
-            f(records)
+            f(records, context)
         return records
 
     def __len__(self) -> int:

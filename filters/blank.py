@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from filters.base import Filter
+from filters.base import Filter, FilterContext
 from media import MediaError
 from media.video import read_frames
 from shards.record import ClipRecord
@@ -46,29 +46,30 @@ def blank_scores(frames: np.ndarray, flat_std: float, dark_level: int) -> dict[s
 class BlankFilter(Filter):
     name = "blank"
     score_names = ("blank_fraction", "letterbox")
-    optional = frozenset({"max_blank", "max_letterbox"})  # None: no bound
-    defaults = {
-        "max_blank": 0.5,  # share of sampled frames that are flat; above -> blank
-        "max_letterbox": 0.4,  # share of the picture in dark edge bars; above -> letterbox
-        "flat_std": 3.0,  # grey levels (0-255): a frame with less spread is flat
-        "dark_level": 24,  # grey level (0-255): a bar's brightest pixel stays below it
-        "frames": 8,  # frames sampled over the clip
-        "width": 128,  # frames are squeezed to width x height grey for this
-        "height": 128,
-    }
+
+    # share of sampled frames that are flat; above -> blank (None: no bound)
+    max_blank: float | None = 0.5
+    # share of the picture in dark edge bars; above -> letterbox (None: no bound)
+    max_letterbox: float | None = 0.4
+    flat_std: float = 3.0  # grey levels (0-255): a frame with less spread is flat
+    dark_level: int = 24  # grey level (0-255): a bar's brightest pixel stays below it
+    frames: int = 8  # frames sampled over the clip
+    width: int = 128  # pixels: frames are squeezed to width x height grey for this
+    height: int = 128  # pixels
 
     def validate(self) -> None:
         for p in ("max_blank", "max_letterbox"):
-            if self.params[p] is not None and not 0.0 <= self.params[p] <= 1.0:
-                self.fail(p, f"must be within [0, 1], not {self.params[p]}")
+            v = getattr(self, p)
+            if v is not None and not 0.0 <= v <= 1.0:
+                self.fail(p, f"must be within [0, 1], not {v}")
 
-    def compute(self, record: ClipRecord) -> dict[str, float]:
+    def compute(self, record: ClipRecord, context: FilterContext) -> dict[str, float]:
         if not record.mp4:
             raise MediaError(f"{record.key}: no mp4")
         frames = read_frames(record.mp4, self.frames, size=(self.width, self.height), grey=True)
         return blank_scores(frames, self.flat_std, self.dark_level)
 
-    def keep(self, scores: dict[str, float]) -> str | None:
+    def drop_reason(self, scores: dict[str, float]) -> str | None:
         if self.max_blank is not None and scores["blank_fraction"] > self.max_blank:
             return "blank"
         if self.max_letterbox is not None and scores["letterbox"] > self.max_letterbox:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from filters.base import Filter
+from filters.base import Filter, FilterContext
 from media import MediaError
 from media.video import read_frames
 from shards.record import ClipRecord
@@ -68,15 +68,15 @@ def motion_scores(frames: np.ndarray, max_shift: float) -> dict[str, float]:
 class MotionFilter(Filter):
     name = "motion"
     score_names = ("motion", "motion_residual", "pan_explained")
-    optional = frozenset({"min_motion", "max_pan_explained"})  # None: no bound
-    defaults = {
-        "min_motion": 0.004,  # mean |frame diff|, 0-1 (1 grey level in 255); below -> static
-        "max_pan_explained": 0.8,  # share of the change a global shift explains; above -> pan_still
-        "frames": 8,  # frames sampled over the clip
-        "width": 128,  # frames are squeezed to width x height grey for this
-        "height": 128,
-        "max_shift": 0.15,  # largest shift searched, as a fraction of width/height
-    }
+
+    # mean |frame diff|, 0-1 (1 grey level in 255); below -> static (None: no bound)
+    min_motion: float | None = 0.004
+    # share of the change a global shift explains, 0-1; above -> pan_still (None: no bound)
+    max_pan_explained: float | None = 0.8
+    frames: int = 8  # frames sampled over the clip
+    width: int = 128  # pixels: frames are squeezed to width x height grey for this
+    height: int = 128  # pixels
+    max_shift: float = 0.15  # largest shift searched, as a fraction of width/height
 
     def validate(self) -> None:
         if self.frames < 2:
@@ -84,13 +84,13 @@ class MotionFilter(Filter):
         if not 0.0 <= self.max_shift < 0.5:
             self.fail("max_shift", "must be within [0, 0.5)")
 
-    def compute(self, record: ClipRecord) -> dict[str, float]:
+    def compute(self, record: ClipRecord, context: FilterContext) -> dict[str, float]:
         if not record.mp4:
             raise MediaError(f"{record.key}: no mp4")
         frames = read_frames(record.mp4, self.frames, size=(self.width, self.height), grey=True)
         return motion_scores(frames, self.max_shift)
 
-    def keep(self, scores: dict[str, float]) -> str | None:
+    def drop_reason(self, scores: dict[str, float]) -> str | None:
         if self.min_motion is not None and scores["motion"] < self.min_motion:
             return "static"
         mpe = self.max_pan_explained

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 
-from filters.base import Filter
+from filters.base import Filter, FilterContext
 from media import MediaError
 from shards.record import STATUS_FAILED, ClipRecord
 
@@ -39,17 +39,17 @@ def shot_bounds(mp4: str, threshold: float, min_scene_seconds: float) -> list[tu
 class ShotsFilter(Filter):
     name = "shots"
     score_names = ("n_cuts", "shot_start", "shot_end")
-    defaults = {
-        "min_clip_seconds": 3.0,  # the shot holding the match must last this long; else crosses_cut
-        "threshold": 27.0,  # ContentDetector's own default (HSV change score, 0-255)
-        "min_scene_seconds": 0.5,  # a flash shorter than this is not a shot
-    }
+
+    # seconds: the shot holding the match must last this long; else crosses_cut
+    min_clip_seconds: float = 3.0
+    threshold: float = 27.0  # ContentDetector's own default (HSV change score, 0-255)
+    min_scene_seconds: float = 0.5  # seconds: a flash shorter than this is not a shot
 
     def validate(self) -> None:
         if self.min_clip_seconds < 0:
             self.fail("min_clip_seconds", "must be >= 0")
 
-    def compute(self, record: ClipRecord) -> dict[str, float]:
+    def compute(self, record: ClipRecord, context: FilterContext) -> dict[str, float]:
         if not record.mp4:
             raise MediaError(f"{record.key}: no mp4")
         shots = shot_bounds(record.mp4, self.threshold, self.min_scene_seconds)
@@ -63,19 +63,19 @@ class ShotsFilter(Filter):
             "shot_end": record.start + holding[1],
         }
 
-    def keep(self, scores: dict[str, float]) -> str | None:
+    def drop_reason(self, scores: dict[str, float]) -> str | None:
         if scores["shot_end"] - scores["shot_start"] < self.min_clip_seconds:
             return "crosses_cut"
         return None
 
-    def accept(self, record: ClipRecord, scores: dict[str, float]) -> None:
+    def accept(self, record: ClipRecord, scores: dict[str, float], context: FilterContext) -> None:
         """Shrink a window that crosses a cut to its shot (once: a re-run finds it done)."""
         start, end = scores["shot_start"], scores["shot_end"]
         if start <= record.start + SNAP and end >= record.end - SNAP:
             return
         start, end = max(start, record.start), min(end, record.end)
         try:
-            self.context.recutter()(record, start, end)
+            context.recutter()(record, start, end)
         except Exception as e:  # a clip that cannot be re-cut is a failed clip, not a failed run
             record.status, record.error = (
                 STATUS_FAILED,

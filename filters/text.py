@@ -10,26 +10,23 @@ from __future__ import annotations
 
 import re
 
-from filters.base import Filter
+from filters.base import Filter, FilterContext
 from shards.record import ClipRecord
 
 
 class TextFilter(Filter):
     name = "text"
     score_names = ("caption_words", "caption_pattern")
-    defaults = {
-        "min_words": 2,  # fewer words -> short_caption
-        "max_words": 60,  # more words -> long_caption (CLIP reads 77 tokens at most)
-        "reject_patterns": [],  # regexes; any match -> caption_pattern
-    }
+
+    min_words: int = 2  # words; fewer -> short_caption
+    max_words: int = 60  # words; more -> long_caption (CLIP reads 77 tokens at most)
+    reject_patterns: tuple[str, ...] = ()  # regexes; any match -> caption_pattern
 
     def validate(self) -> None:
         if self.min_words < 0 or self.max_words < self.min_words:
             self.fail("max_words", f"must be >= min_words ({self.min_words}) >= 0")
         self._patterns = []
         for p in self.reject_patterns:
-            if not isinstance(p, str):
-                self.fail("reject_patterns", f"must hold strings, not {p!r}")
             try:
                 self._patterns.append(re.compile(p))
             except re.error as e:
@@ -38,12 +35,12 @@ class TextFilter(Filter):
     def is_scored(self, record: ClipRecord) -> bool:
         return False  # a word count is cheaper than remembering which patterns scored it
 
-    def compute(self, record: ClipRecord) -> dict[str, float]:
+    def compute(self, record: ClipRecord, context: FilterContext) -> dict[str, float]:
         caption = record.caption
         hit = any(p.search(caption) for p in self._patterns)
         return {"caption_words": float(len(caption.split())), "caption_pattern": float(hit)}
 
-    def keep(self, scores: dict[str, float]) -> str | None:
+    def drop_reason(self, scores: dict[str, float]) -> str | None:
         if scores["caption_pattern"]:
             return "caption_pattern"
         if scores["caption_words"] < self.min_words:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 
-from filters.base import Filter
+from filters.base import Filter, FilterContext
 from media.audio import AUDIO_RATE, decode_audio
 from shards.record import ClipRecord
 
@@ -45,24 +45,23 @@ def speech_fraction(samples, threshold: float = 0.5, rate: int = AUDIO_RATE) -> 
 class VadFilter(Filter):
     name = "vad"
     score_names = ("speech_fraction",)
-    defaults = {
-        "min_speech": None,  # fraction 0-1; below it -> no_speech (None: no bound)
-        "max_speech": None,  # fraction 0-1; above it -> speech (None: no bound)
-        "threshold": 0.5,  # silero's speech probability threshold, its own default
-    }
+
+    min_speech: float | None = None  # fraction 0-1; below it -> no_speech (None: no bound)
+    max_speech: float | None = None  # fraction 0-1; above it -> speech (None: no bound)
+    threshold: float = 0.5  # silero's speech probability threshold (0-1), its own default
 
     def validate(self) -> None:
         for p in ("min_speech", "max_speech", "threshold"):
-            v = self.params[p]
+            v = getattr(self, p)
             if v is not None and not 0.0 <= v <= 1.0:
                 self.fail(p, f"must be within [0, 1], not {v}")
 
-    def compute(self, record: ClipRecord) -> dict[str, float]:
+    def compute(self, record: ClipRecord, context: FilterContext) -> dict[str, float]:
         if not record.flac:
             return {"speech_fraction": 0.0}  # no sound, no speech
         return {"speech_fraction": speech_fraction(decode_audio(record.flac), self.threshold)}
 
-    def keep(self, scores: dict[str, float]) -> str | None:
+    def drop_reason(self, scores: dict[str, float]) -> str | None:
         s = scores["speech_fraction"]
         if self.min_speech is not None and s < self.min_speech:
             return "no_speech"

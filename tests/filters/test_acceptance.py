@@ -85,7 +85,9 @@ def test_stricter_yaml_drops_more_without_rescoring_or_reencoding(run, tmp_path,
     calls = []
     for f in per_clip.filters:
         if f.name != "text":  # a word count is always recomputed, by design
-            monkeypatch.setattr(f, "compute", lambda r, f=f: calls.append((f.name, r.key)) or {})
+            monkeypatch.setattr(
+                f, "compute", lambda r, ctx, f=f: calls.append((f.name, r.key)) or {}
+            )
     report = refilter(
         run.folder / "run",
         tmp_path / "strict",

@@ -9,6 +9,7 @@ import pytest
 from filters.audio import AudioFilter
 from filters.base import Filter, FilterChain, FilterContext, reset_drops
 from filters.motion import MotionFilter
+from filters.text import TextFilter
 from shards.record import ClipRecord
 
 
@@ -24,19 +25,22 @@ class Loudness(Filter):
 
     name = "loudness"
     score_names = ("level",)
-    defaults = {"min_level": 10.0, "strict": False, "tag": "x"}
+
+    min_level: float = 10.0  # level units; below -> quiet
+    strict: bool = False  # a flag, to check that flags stay flags
+    tag: str = "x"  # a word, to check that strings stay strings
 
     def __init__(self, **params):
         super().__init__(**params)
         self.calls = 0
 
-    def compute(self, r: ClipRecord) -> dict[str, float]:
+    def compute(self, r: ClipRecord, context: FilterContext) -> dict[str, float]:
         self.calls += 1
         if r.key.endswith("bad"):
             raise RuntimeError("cannot decode")
         return {"level": float(r.key.split("-")[1])}
 
-    def keep(self, scores):
+    def drop_reason(self, scores):
         return "quiet" if scores["level"] < self.min_level else None
 
 
@@ -86,7 +90,7 @@ def test_audio_refilter_without_decoding(monkeypatch):
     recs = [record("a", has_audio=1.0, audio_rms_db=-30.0), record("b", has_audio=0.0)]
     recs[0].flac = "/nonexistent.flac"
     calls = []
-    monkeypatch.setattr(AudioFilter, "compute", lambda self, r: calls.append(r.key) or {})
+    monkeypatch.setattr(AudioFilter, "compute", lambda self, r, ctx: calls.append(r.key) or {})
     AudioFilter(min_rms_db=-20.0, require_audio=True)(recs)
     assert calls == []
     assert [r.reason for r in recs] == ["silent", "no_audio"]
@@ -105,9 +109,10 @@ def test_chain_stats_merge_reasons_and_number_repeated_filters():
 
 def test_filters_pickle_without_their_context():
     f = Loudness(min_level=4)
-    f.context = FilterContext(embedder=lambda: None)  # a lambda does not pickle
+    f([record("k-3")], FilterContext(embedder=lambda: None))  # a lambda does not pickle
     g = pickle.loads(pickle.dumps(f))
-    assert g.min_level == 4.0 and g.context.embedder is None
+    assert g.min_level == 4.0 and not hasattr(g, "context")  # the context is lent per call
+    assert g.stats()["dropped"] == {"quiet": 1}
 
 
 def test_chain_needs_embedder_before_any_work():
@@ -115,3 +120,59 @@ def test_chain_needs_embedder_before_any_work():
 
     with pytest.raises(ValueError, match="embedder"):
         FilterChain([AgreementFilter()])([record("k-1")])
+
+
+def test_parameters_are_typed_fields():
+    f = MotionFilter(frames=6.0, min_motion=None)
+    assert f.frames == 6 and type(f.frames) is int  # ints stay ints
+    assert f.min_motion is None  # None turns an optional bound off
+    assert type(Loudness(strict=True).strict) is bool
+    assert AudioFilter(min_rms_db=-45).min_rms_db == -45.0
+    assert type(AudioFilter(min_rms_db=-45).min_rms_db) is float
+    assert (
+        repr(MotionFilter(frames=6, min_motion=None)) == "MotionFilter(min_motion=None, frames=6)"
+    )
+    assert repr(AudioFilter()) == "AudioFilter()"
+    with pytest.raises(ValueError, match=r"'motion'.*'frames' = None.*wrong type"):
+        MotionFilter(frames=None)  # not an optional parameter
+    with pytest.raises(ValueError, match=r"'motion'.*'frames' = '8'.*wrong type"):
+        MotionFilter(frames="8")  # no strings read as numbers
+    with pytest.raises(ValueError, match=r"'audio'.*'require_audio' = 'yes'.*wrong type"):
+        AudioFilter(require_audio="yes")
+    with pytest.raises(ValueError, match=r"'audio'.*'min_rms_db' = True.*wrong type"):
+        AudioFilter(min_rms_db=True)  # a flag is not a number
+    with pytest.raises(ValueError, match=r"'loudness'.*'tag' = 3.*wrong type"):
+        Loudness(tag=3)
+    with pytest.raises(ValueError, match=r"'text'.*'reject_patterns'.*wrong type"):
+        TextFilter(reject_patterns=["ok", 3])
+    assert TextFilter(reject_patterns=["a", "b"]).reject_patterns == ("a", "b")
+    assert Loudness.parameters["min_level"].default == 10.0 and Loudness().min_level == 10.0
+
+
+def test_a_filter_written_for_the_old_contract_fails_when_defined():
+    with pytest.raises(TypeError, match="drop_reason"):
+
+        class Stale(Filter):
+            def keep(self, scores):
+                return None
+
+    with pytest.raises(TypeError, match="annotated"):
+
+        class Untyped(Filter):
+            defaults = {"level": 1.0}
+
+    with pytest.raises(TypeError, match="score_batch"):
+
+        class OwnLoop(Filter):
+            def process(self, records, context):
+                pass
+
+    with pytest.raises(TypeError, match="dict"):
+
+        class Odd(Filter):
+            table: dict = {}
+
+    with pytest.raises(TypeError, match="default"):
+
+        class Wrong(Filter):
+            level: int = 0.5

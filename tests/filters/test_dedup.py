@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import shutil
 
-from filters.base import FilterChain, FilterContext
+import numpy as np
+
+from filters.base import FilterChain, FilterContext, reset_drops
 from filters.dedup import DedupFilter
 from miners.embedders import PixelEmbedder
+from shards.record import ClipRecord
 from tests.filters import make_clip
 
 
@@ -38,3 +41,46 @@ def test_threshold_one_keeps_near_copies(tmp_path):
     b = make_clip(tmp_path, "b", "testsrc2", similarity=0.8, vf="eq=brightness=0.05")
     FilterChain([DedupFilter(threshold=0.9999)], FilterContext(embedder=PixelEmbedder()))([a, b])
     assert (a.status, b.status) == ("ok", "ok")
+
+
+class PlantedContext(FilterContext):
+    """Clip embeddings given by key (no media): ``vectors[key]`` is one frame's embedding."""
+
+    def __init__(self, vectors):
+        super().__init__(embedder=object())
+        self.vectors = vectors
+
+    def frame_embeddings(self, record, n=4):
+        if record.key not in self.vectors:
+            raise ValueError(f"{record.key}: no frames")
+        return np.asarray([self.vectors[record.key]], dtype=np.float32)
+
+
+def _unit(deg: float) -> list[float]:
+    return [float(np.cos(np.radians(deg))), float(np.sin(np.radians(deg)))]
+
+
+def _rec(key: str, similarity: float) -> ClipRecord:
+    return ClipRecord(key=key, video=f"{key}.mp4", video_id=key, start=0, end=10, match_time=5,
+                      similarity=similarity)  # fmt: skip
+
+
+def test_greedy_from_the_best_and_verdicts_from_the_scores():
+    # a ~ b ~ c at 10 degrees apart (cosine 0.985), a and c 20 apart (0.94); d alone; e fails
+    ctx = PlantedContext({"a": _unit(0), "b": _unit(10), "c": _unit(20), "d": _unit(90)})
+    recs = [_rec("c", 0.7), _rec("b", 0.8), _rec("a", 0.9), _rec("d", 0.5), _rec("e", 0.95)]
+    f = DedupFilter(threshold=0.95)
+    f(recs, ctx)
+    verdicts = {r.key: r.reason for r in recs}
+    # b goes as a's look-alike; c, like b but not like a, stays: greedy, not components
+    assert verdicts == {"a": None, "b": "duplicate", "c": None, "d": None, "e": None}
+    assert f.duplicate_of == {"b": "a"}
+    assert {r.key for r in recs if "dup_similarity" in r.scores} == {"b"}
+    assert all("dup_max_similarity" in r.scores for r in recs if r.key != "e")
+    assert f.stats()["scored"] == 4 and f.stats()["errors"] == 1
+    assert all(f.drop_reason(r.scores) == r.reason for r in recs if r.key != "e")
+    # a stricter threshold over the reopened clips: no stale verdict survives
+    again = DedupFilter(threshold=0.99)
+    again(reset_drops(recs), ctx)
+    assert {r.key: r.reason for r in recs} == {k: None for k in verdicts}
+    assert not any("dup_similarity" in r.scores for r in recs)

@@ -48,7 +48,7 @@ def test_stricter_bounds_drop_more_without_rescoring_or_reencoding(tmp_path, mon
     per_clip, run_level = _chain(tmp_path, -35)
     calls = []
     for f in per_clip.filters:
-        monkeypatch.setattr(f, "compute", lambda r, calls=calls: calls.append(r.key) or {})
+        monkeypatch.setattr(f, "compute", lambda r, ctx, calls=calls: calls.append(r.key) or {})
     report = refilter(run, tmp_path / "strict", per_clip, run_level)
     assert calls == []  # every score was stored: nothing decoded
     assert report["clips"] == {"total": 4, "ok": 2} and report["dropped"] == {"silent": 2}

@@ -16,8 +16,7 @@ def test_window_crossing_a_cut_shrinks_to_the_matched_shot(tmp_path):
                     match_time=11.5)  # fmt: skip
     out = tmp_path / "recut"
     f = ShotsFilter()
-    f.context = FilterContext(tmp_dir=out)
-    f([rec])
+    f([rec], FilterContext(tmp_dir=out))
     assert rec.status == "ok", rec.error
     assert rec.scores["n_cuts"] == 1.0
     assert (rec.start, rec.end) == pytest.approx((10.0, 13.0), abs=0.11)
@@ -41,8 +40,8 @@ def test_short_matched_shot_is_dropped(tmp_path):
     rec.status, rec.reason = "ok", None
     calls = []
     f = ShotsFilter(min_clip_seconds=1.5)
-    f.context = FilterContext(recut=lambda r, s, e: calls.append((r.key, s, e)))
-    f([rec])  # a looser bound keeps it, re-cut by the context's hook, from the stored scores
+    # a looser bound keeps it, re-cut by the context's hook, from the stored scores
+    f([rec], FilterContext(recut=lambda r, s, e: calls.append((r.key, s, e))))
     assert rec.status == "ok" and f.stats()["reused"] == 1
     assert [(k, round(s), round(e)) for k, s, e in calls] == [("three", 2, 4)]
 
