@@ -161,23 +161,9 @@ class Filter:
     parameters: ClassVar[dict[str, Param]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        """Read the parameters off the annotations, and refuse the shapes of the old contract.
-
-        A stale ``keep``, ``defaults`` or ``optional`` would be silently ignored (a
-        filter that never drops, or takes no parameter), and a ``process`` of its own
-        would bypass the shared counts: each is an error when the class is defined,
-        not a surprise in a run.
-        """
+        """Read the parameters off the annotations; a parameter without a default, or of a
+        kind YAML cannot give, is an error when the class is defined, not in a run."""
         super().__init_subclass__(**kwargs)
-        stale = {
-            "keep": "rename it drop_reason",
-            "defaults": "declare annotated class attributes",
-            "optional": "annotate the parameter 'X | None'",
-            "process": "override score_batch (scores) and drop_reason (verdicts)",
-        }
-        for attr, fix in stale.items():
-            if attr in cls.__dict__:
-                raise TypeError(f"filter {cls.__name__} defines {attr!r}: {fix}")
         params = {}
         for name, hint in typing.get_type_hints(cls).items():
             if typing.get_origin(hint) is ClassVar:

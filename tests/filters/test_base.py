@@ -149,24 +149,7 @@ def test_parameters_are_typed_fields():
     assert Loudness.parameters["min_level"].default == 10.0 and Loudness().min_level == 10.0
 
 
-def test_a_filter_written_for_the_old_contract_fails_when_defined():
-    with pytest.raises(TypeError, match="drop_reason"):
-
-        class Stale(Filter):
-            def keep(self, scores):
-                return None
-
-    with pytest.raises(TypeError, match="annotated"):
-
-        class Untyped(Filter):
-            defaults = {"level": 1.0}
-
-    with pytest.raises(TypeError, match="score_batch"):
-
-        class OwnLoop(Filter):
-            def process(self, records, context):
-                pass
-
+def test_a_parameter_yaml_cannot_give_fails_when_the_filter_is_defined():
     with pytest.raises(TypeError, match="dict"):
 
         class Odd(Filter):
