@@ -33,8 +33,8 @@ def choose_embedder() -> tuple[str, str]:
 
 def run_demo(root: str | Path, *, workers: int = 2) -> int:
     from flows.mine import run_mine
-    from flows.synth import make_synthetic_set
     from shards.reader import complete_shards, iter_samples, read_sidecars
+    from synth.planted import make_synthetic_set
 
     root = Path(root)
     print(f"capmine demo: generating a planted set under {root / 'data'} ...")

@@ -4,7 +4,7 @@
 some of them are *planted* (shown for a known interval, with camera motion and
 noise), filler and distractor footage that must match nothing, and a few
 broken inputs; ``root/manifest.json`` says which (seed, video, interval) a run
-should find. ``python -m flows.synth /tmp/synth`` writes one; mine
+should find. ``python -m synth /tmp/synth`` writes one; mine
 ``/tmp/synth/seeds`` against ``/tmp/synth/videos.txt`` with the embedder
 ``miners.embedders:pixel_embedder`` and compare the clips with the manifest.
 
@@ -771,10 +771,8 @@ def _write_broken(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """``python -m flows.synth ROOT [--n-seeds N ...]``: write a set and print a one-line summary."""
-    parser = argparse.ArgumentParser(
-        prog="python -m flows.synth", description=__doc__.splitlines()[0]
-    )
+    """``python -m synth ROOT [--n-seeds N ...]``: write a set and print a one-line summary."""
+    parser = argparse.ArgumentParser(prog="python -m synth", description=__doc__.splitlines()[0])
     parser.add_argument(
         "root", type=Path, help="output folder (created; an earlier set there is replaced)"
     )
