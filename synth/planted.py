@@ -30,6 +30,7 @@ import numpy as np
 from miners.embedders import PixelEmbedder
 from synth.footage import encode_video, pick_filler, write_videos
 from synth.scenes import Picture, cross_cos, pick_pictures, save_seed, scene_size
+from synth.testmedia import truncate
 from synth.timeline import GAP_SECONDS, PLANT_SECONDS, plan_videos, plants_per_video
 
 log = logging.getLogger(__name__)
@@ -239,8 +240,7 @@ def _write_broken(
     tex, _ = pick_filler(np_rng, width, height, 8, embedder, seed_matrix)
     frames = (tex[8 : 8 + height, 8 : 8 + width] for _ in range(int(round(4 * fps))))
     encode_video(truncated, frames, fps=fps, width=width, height=height, seconds=4.0, tone_hz=250.0)
-    data = truncated.read_bytes()
-    truncated.write_bytes(data[: int(len(data) * 0.3)])  # as an interrupted download leaves it
+    truncate(truncated, 0.3)
     empty = videos_dir / "broken_empty.mp4"
     empty.write_bytes(b"")
     missing = videos_dir / "missing.mp4"  # listed, never created

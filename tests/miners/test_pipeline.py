@@ -11,7 +11,7 @@ import pytest
 
 from miners import pipeline
 from miners.videos import read_videos
-from tests.media import write_image, write_video
+from synth.testmedia import write_image, write_video
 
 EMBEDDER = "miners.embedders:pixel_embedder"
 
