@@ -1,7 +1,7 @@
 """Acceptance check of the filters (issue 4), on a generated set whose bad clips are known.
 
 Silent, static, cut, duplicated and caption-mismatched clips (four of each, each bad
-in one way only) mixed with twenty good ones (see ``clipset``): at least 90 % of the
+in one way only) mixed with twenty good ones (see :mod:`synth.clipset`): at least 90 % of the
 bad clips must be dropped with the right reason and at least 95 % of the good ones
 kept; re-filtering the written run with a stricter YAML drops more, computes no
 stored score again and copies the kept media byte for byte.
@@ -19,7 +19,7 @@ from filters.refilter import refilter
 from filters.registry import split_chain
 from media.probe import duration
 from shards.reader import iter_samples
-from tests.filters.clipset import (
+from synth.clipset import (
     GOOD_CUTS,
     STRICT,
     ColourLayoutEmbedder,

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.trainer.shardgen import make_class_shards
+from synth.shardgen import make_class_shards
 
 EMBEDDER = "miners.embedders:pixel_embedder"
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import subprocess
 import tempfile
 import wave
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,7 @@ import numpy as np
 
 from shards.record import Caption, ClipRecord
 from shards.writer import shard_name, write_shard
+from synth.encode import encode_frames
 
 SIZE = 64  # video frames and jpgs are SIZE x SIZE
 FPS = 8
@@ -108,33 +108,18 @@ def _encode_variant(
     frames = [
         np.roll(base, (int(i % 3) - 1, 0), axis=(0, 1)) for i in range(n)
     ]  # slight motion, same class layout
-    cmd = ["ffmpeg", "-v", "error", "-y", "-threads", "1", "-f", "rawvideo", "-pix_fmt", "rgb24"]
-    cmd += ["-s", f"{SIZE}x{SIZE}", "-r", str(FPS), "-i", "pipe:0"]
+    sound: list[str] = []
+    also: list[str] = []  # the flac: a second output of the same sound
     if audio:
         wav = folder / f"{stem}.wav"
         _tone_wav(wav, tone_hz(k), seconds, rng)
-        cmd += ["-i", str(wav)]
-    cmd += [
-        "-map",
-        "0:v",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-threads",
-        "1",
-        "-pix_fmt",
-        "yuv420p",
-    ]
-    if audio:
-        cmd += ["-map", "1:a", "-c:a", "aac", "-b:a", "48k"]
-    cmd += [str(mp4)]
-    if audio:
-        cmd += ["-map", "1:a", "-ac", "1", "-ar", str(SAMPLE_RATE), "-c:a", "flac", str(flac)]
-    data = b"".join(f.tobytes() for f in frames)
-    proc = subprocess.run(cmd, input=data, capture_output=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"ffmpeg failed for {stem}: {proc.stderr.decode()[-500:]}")
+        sound = ["-i", str(wav)]
+        also = ["-map", "1:a", "-ac", "1", "-ar", str(SAMPLE_RATE), "-c:a", "flac", str(flac)]
+    # One x264 thread a variant: the variants themselves run in a thread pool.
+    encode_frames(
+        mp4, frames, fps=FPS, width=SIZE, height=SIZE, audio=sound, threads=1,
+        audio_bitrate="48k", also=also,
+    )  # fmt: skip
     return mp4, flac
 
 
