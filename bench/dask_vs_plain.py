@@ -1,6 +1,6 @@
 """Wall time of one mining run in the flow's own threads against the same run on Dask.
 
-Both runs mine the same synthetic planted set (``flows.synth``) into separate
+Both runs mine the same synthetic planted set (``synth.planted``) into separate
 output folders, against one ephemeral Prefect server started before either is
 timed, as ``capmine mine`` runs without ``PREFECT_API_URL``. The Dask run's
 time includes starting and closing its LocalCluster. Also checked: both runs
@@ -85,7 +85,7 @@ def main() -> None:
     from flows.mine import run_mine
     from flows.params import MineParams
     from flows.runners import prefect_api_url
-    from flows.synth import make_synthetic_set
+    from synth.planted import make_synthetic_set
 
     root = Path(args.work or tempfile.mkdtemp(prefix="capmine-bench-dask-"))
     make_synthetic_set(root / "data", n_seeds=args.n_seeds, n_unplanted=max(1, args.n_seeds // 5),

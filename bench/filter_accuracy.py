@@ -1,6 +1,6 @@
 """Accuracy of the filter chain on a generated set whose bad clips are known (issue 4).
 
-Generates the acceptance set of ``tests/filters/clipset.py`` (20 good clips; 4 each
+Generates the acceptance set of ``synth/clipset.py`` (20 good clips; 4 each
 silent, static, crossing a cut, duplicated, caption-mismatched) in a temporary
 folder, filters it as a mining run does (default chain + agreement + dedup, with
 the set's colour test embedder), writes the run, then re-filters it with
@@ -25,13 +25,13 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the clip set and its embedder live in tests/
+sys.path.insert(0, str(ROOT))  # this checkout's packages, synth/ (the clip set) among them
 
 import pandas as pd  # noqa: E402
 
 from filters.base import Filter  # noqa: E402
 from shards.reader import iter_samples  # noqa: E402
-from tests.filters.clipset import STRICT, acceptance_spec, accuracy, mine, write_run  # noqa: E402
+from synth.clipset import STRICT, acceptance_spec, accuracy, mine, write_run  # noqa: E402
 
 
 def tar_media(shard_dir: Path) -> dict[str, dict[str, bytes]]:
@@ -76,9 +76,9 @@ def run(folder: Path, workers: int, keep: bool) -> None:
     scored: Counter[str] = Counter()
     original_score = Filter.score
 
-    def counting_score(self, record):
+    def counting_score(self, record, context):
         scored[self.name] += 1
-        return original_score(self, record)
+        return original_score(self, record, context)
 
     Filter.score = counting_score
     t1 = time.perf_counter()

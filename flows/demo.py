@@ -1,40 +1,22 @@
-"""``make demo``: generate a small planted set, mine it, and show what the shards hold."""
+"""``make demo``: generate a small planted set, mine it, and show what the shards hold.
+
+Only the command's glue lives here; the set, the choice of embedder and the
+check of the clips against the set's manifest are :mod:`synth`'s.
+"""
 
 from __future__ import annotations
 
-import json
-import logging
-from collections import Counter
 from pathlib import Path
 
 from flows.params import MineParams
 
-CLIP_EMBEDDER = "open_clip:ViT-B-32/laion2b_s34b_b79k"
-PIXEL_EMBEDDER = "miners.embedders:pixel_embedder"
-
-log = logging.getLogger(__name__)
-
-
-def choose_embedder() -> tuple[str, str]:
-    """CLIP when its weights can be loaded here, else the weight-free pixel embedder; and why."""
-    from miners.embedders import load_embedder
-
-    try:
-        load_embedder(CLIP_EMBEDDER, device="cpu")
-    except Exception as e:  # any failure to load weights means: no CLIP on this machine
-        reason = str(e).strip().splitlines()[-1][:160] if str(e).strip() else type(e).__name__
-        return PIXEL_EMBEDDER, (
-            f"CLIP weights for {CLIP_EMBEDDER} are not available here ({reason}); using "
-            f"{PIXEL_EMBEDDER}, which matches pictures by their coarse colour layout: enough for "
-            "the demo's planted pictures, not for real footage"
-        )
-    return CLIP_EMBEDDER, f"CLIP weights for {CLIP_EMBEDDER} loaded"
-
 
 def run_demo(root: str | Path, *, workers: int = 2) -> int:
+    """Write a planted set under ``root/data``, mine it into ``root/out``, print what came out."""
     from flows.mine import run_mine
-    from flows.synth import make_synthetic_set
     from shards.reader import complete_shards, iter_samples, read_sidecars
+    from synth.check import check_planted, choose_embedder
+    from synth.planted import make_synthetic_set
 
     root = Path(root)
     print(f"capmine demo: generating a planted set under {root / 'data'} ...")
@@ -58,30 +40,6 @@ def run_demo(root: str | Path, *, workers: int = 2) -> int:
         media = "+".join(k for k in ("mp4", "flac", "jpg", "txt", "json") if k in s)
         print(f"  {s['__key__']}: {j['start']:.1f}-{j['end']:.1f}s  sim {j['similarity']:.2f}  "
               f"[{media}]  {s['txt']!r}")  # fmt: skip
-    print_check(manifest, read_sidecars(Path(params.out) / "shards"))
+    check = check_planted(manifest, read_sidecars(Path(params.out) / "shards"))
+    print("\n" + "\n".join(check.lines()))
     return 0
-
-
-def print_check(manifest: dict, clips) -> None:
-    """Compare every mined clip (kept or filtered) with what was planted: the demo shows its own accuracy."""
-    found: dict[tuple[str, str], tuple[float, str]] = {}
-    for row in clips.itertuples():
-        for c in json.loads(row.captions):
-            verdict = row.reason if isinstance(row.reason, str) else row.status
-            found[(c["seed_id"], row.video)] = (c["match_time"], verdict)
-    hits = [p for p in manifest["planted"]
-            if p["start"] <= found.get((p["seed_id"], p["video"]), (-1, ""))[0] <= p["end"]]  # fmt: skip
-    planted_pairs = {(p["seed_id"], p["video"]) for p in manifest["planted"]}
-    wrong = sum(1 for pair in found if pair not in planted_pairs)
-    print(
-        f"\nplanted (seed, video) pairs found: {len(hits)}/{len(manifest['planted'])}; "
-        f"captions on clips where that seed was not planted: {wrong}/{len(found)}"
-    )
-    verdicts = Counter(found[(p["seed_id"], p["video"])][1] for p in hits)
-    print("what the filters made of the found clips: "
-          + ", ".join(f"{k} {n}" for k, n in sorted(verdicts.items())))  # fmt: skip
-    if verdicts.get("static"):
-        print(
-            "  ('static': the planted pictures are stills under a slow pan, the kind of clip "
-            "VideoCC3M's release warns about; --filters none keeps them)"
-        )

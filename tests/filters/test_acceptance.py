@@ -1,7 +1,7 @@
 """Acceptance check of the filters (issue 4), on a generated set whose bad clips are known.
 
 Silent, static, cut, duplicated and caption-mismatched clips (four of each, each bad
-in one way only) mixed with twenty good ones (see ``clipset``): at least 90 % of the
+in one way only) mixed with twenty good ones (see :mod:`synth.clipset`): at least 90 % of the
 bad clips must be dropped with the right reason and at least 95 % of the good ones
 kept; re-filtering the written run with a stricter YAML drops more, computes no
 stored score again and copies the kept media byte for byte.
@@ -15,14 +15,15 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from filters.refilter import refilter
 from filters.registry import split_chain
 from media.probe import duration
+from runs.refilter import refilter
+from runs.stages import FilterSetup
 from shards.reader import iter_samples
-from tests.filters.clipset import (
+from synth.clipset import (
+    EMBEDDER,
     GOOD_CUTS,
     STRICT,
-    ColourLayoutEmbedder,
     acceptance_spec,
     accuracy,
     mine,
@@ -81,20 +82,14 @@ def test_stricter_yaml_drops_more_without_rescoring_or_reencoding(run, tmp_path,
         audio={"min_rms_db": STRICT_RMS_DB}, motion={"min_motion": STRICT_MOTION}
     )
     strict.write_text(json.dumps({"filters": spec}))  # JSON is YAML
-    per_clip, run_level = split_chain(str(strict))
     calls = []
-    for f in per_clip.filters:
+    for f in split_chain(str(strict))[0].filters:
         if f.name != "text":  # a word count is always recomputed, by design
             monkeypatch.setattr(
-                f, "compute", lambda r, ctx, f=f: calls.append((f.name, r.key)) or {}
+                type(f), "compute", lambda self, r, ctx: calls.append((self.name, r.key)) or {}
             )
-    report = refilter(
-        run.folder / "run",
-        tmp_path / "strict",
-        per_clip,
-        run_level,
-        embedder=ColourLayoutEmbedder(),
-    )
+    setup = FilterSetup(str(strict), embedder=EMBEDDER, device="cpu")
+    report = refilter(run.folder / "run", tmp_path / "strict", setup)
     assert calls == []  # every per-clip score was stored by the first run
 
     before = {r.key: r for r in run.records}

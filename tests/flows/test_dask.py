@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from flows.params import MineParams
-from flows.synth import make_synthetic_set
+from synth.planted import make_synthetic_set
 
 EMBEDDER = "miners.embedders:pixel_embedder"
 TIMING_COLUMNS = {"seconds", "timings", "cut_seconds", "time"}

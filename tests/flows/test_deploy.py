@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.synth import make_synthetic_set
+from synth.planted import make_synthetic_set
 
 ROOT = Path(__file__).resolve().parents[2]
 POOL = "capmine-process"

@@ -47,7 +47,7 @@ def produced(tmp_path_factory, prefect_harness) -> dict[str, Any]:
     from flows.cli import main as capmine
     from flows.mine import run_mine
     from flows.params import MineParams
-    from flows.synth import make_synthetic_set
+    from synth.planted import make_synthetic_set
 
     root = tmp_path_factory.mktemp("golden")
     make_synthetic_set(root / "data", n_seeds=10, n_unplanted=2, n_videos=4, seconds=30.0, seed=7)

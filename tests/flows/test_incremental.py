@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from flows.params import MineParams
-from flows.synth import make_synthetic_set
+from synth.planted import make_synthetic_set
 
 EMBEDDER = "miners.embedders:pixel_embedder"
 

@@ -1,6 +1,6 @@
 """The mining flow end to end, on a planted set whose answers are known.
 
-One session-scoped run on ``flows.synth``'s set (seed pictures planted in
+One session-scoped run on ``synth.planted``'s set (seed pictures planted in
 videos at known intervals, distractors, noise, broken inputs), mined with the
 weight-free pixel embedder through ``--embedder``, is checked for what the
 issue promises: planted pairs found with the right caption and time, no
@@ -20,8 +20,8 @@ import pytest
 import webdataset as wds
 
 from flows.params import MineParams
-from flows.synth import make_synthetic_set
 from miners.calibrate import calibrate
+from synth.planted import make_synthetic_set
 
 EMBEDDER = "miners.embedders:pixel_embedder"
 

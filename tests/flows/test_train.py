@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.trainer.shardgen import make_class_shards
+from synth.shardgen import make_class_shards
 
 EMBEDDER = "miners.embedders:pixel_embedder"
 
@@ -43,7 +43,7 @@ def test_train_flow_uses_the_recorded_embedder_and_eval_reads_the_checkpoint(
 
 
 def test_mine_and_train_from_the_cli(tmp_path, prefect_harness):
-    from flows.synth import make_synthetic_set
+    from synth.planted import make_synthetic_set
 
     make_synthetic_set(
         tmp_path / "data", n_seeds=6, n_unplanted=1, n_videos=3, seconds=24.0, broken=False

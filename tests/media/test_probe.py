@@ -9,7 +9,7 @@ import pytest
 
 from media import MediaError
 from media.probe import ProbeInfo, probe, probe_streams
-from tests.media import grey_frame, write_grey_ramp_video, write_video
+from synth.testmedia import grey_frame, write_grey_ramp_video, write_video
 
 
 def _ffmpeg(*args: str) -> None:

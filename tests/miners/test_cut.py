@@ -17,7 +17,7 @@ from PIL import Image
 
 from media import MediaError
 from miners.cut import CutResult, cut_clip
-from tests.media import write_grey_ramp_video
+from synth.testmedia import write_grey_ramp_video
 
 LEVEL_TOL = 4
 RATE = 16000

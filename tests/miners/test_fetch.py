@@ -22,7 +22,7 @@ from miners.fetch import (
     is_remote,
     remove_download,
 )
-from tests.media import grey_frame, write_video
+from synth.testmedia import grey_frame, write_video
 
 SECONDS = 2.0
 

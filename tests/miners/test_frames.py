@@ -16,7 +16,7 @@ import pytest
 
 from media import MediaError
 from miners.frames import frame_at, iter_frames
-from tests.media import truncate, write_grey_ramp_video, write_video
+from synth.testmedia import truncate, write_grey_ramp_video, write_video
 
 LEVEL_TOL = 4  # H.264 and YUV->RGB round grey levels by a few steps
 

@@ -19,7 +19,7 @@ from media import MediaError
 from media.images import decode_image, preprocess
 from miners import seeds as seeds_module
 from miners.seeds import Seed, load_seed_images, read_seeds
-from tests.media import truncate, write_image
+from synth.testmedia import truncate, write_image
 
 RED = (200, 30, 40)
 GREEN = (20, 180, 60)

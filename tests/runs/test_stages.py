@@ -14,7 +14,7 @@ from runs.folder import RunFolder
 from runs.records import Ledger, Threshold
 from runs.seeds import embed_seed_chunk, merge_seed_chunks, plan_seeds
 from runs.stages import FilterSetup, plan_run, scan_video, stage_shard, write_shard
-from tests.media import write_image, write_video
+from synth.testmedia import write_image, write_video
 
 EMBEDDER = "miners.embedders:pixel_embedder"
 NO_FILTERS = FilterSetup("none")

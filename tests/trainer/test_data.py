@@ -11,7 +11,7 @@ import torch
 
 from miners.embedders import PixelEmbedder
 from shards.reader import iter_samples
-from tests.trainer.shardgen import corrupt_copy, make_class_shards
+from synth.shardgen import corrupt_copy, make_class_shards
 from trainer.data import count_bad_samples, make_loader
 from trainer.features import load_shard_features, precompute_features
 

@@ -12,8 +12,8 @@ from media import MediaError
 from media.images import decode_image
 from miners.embedders import PixelEmbedder
 from shards.reader import iter_samples
-from tests.media import grey_frame, write_grey_ramp_video, write_video
-from tests.trainer.shardgen import corrupt_copy, make_class_shards
+from synth.shardgen import corrupt_copy, make_class_shards
+from synth.testmedia import grey_frame, write_grey_ramp_video, write_video
 from trainer.features import (
     cache_dir_for,
     decode_frames,

@@ -12,7 +12,7 @@ import torch
 import torch.multiprocessing as mp
 
 from miners.embedders import PixelEmbedder
-from tests.trainer.shardgen import make_class_shards
+from synth.shardgen import make_class_shards
 from trainer.evaluate import evaluate, recall_at_k
 from trainer.features import precompute_features
 from trainer.train import train

@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import subprocess
 import tempfile
 import wave
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,7 @@ import numpy as np
 
 from shards.record import Caption, ClipRecord
 from shards.writer import shard_name, write_shard
+from synth.encode import encode_frames
 
 SIZE = 64  # video frames and jpgs are SIZE x SIZE
 FPS = 8
@@ -108,33 +108,18 @@ def _encode_variant(
     frames = [
         np.roll(base, (int(i % 3) - 1, 0), axis=(0, 1)) for i in range(n)
     ]  # slight motion, same class layout
-    cmd = ["ffmpeg", "-v", "error", "-y", "-threads", "1", "-f", "rawvideo", "-pix_fmt", "rgb24"]
-    cmd += ["-s", f"{SIZE}x{SIZE}", "-r", str(FPS), "-i", "pipe:0"]
+    sound: list[str] = []
+    also: list[str] = []  # the flac: a second output of the same sound
     if audio:
         wav = folder / f"{stem}.wav"
         _tone_wav(wav, tone_hz(k), seconds, rng)
-        cmd += ["-i", str(wav)]
-    cmd += [
-        "-map",
-        "0:v",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-threads",
-        "1",
-        "-pix_fmt",
-        "yuv420p",
-    ]
-    if audio:
-        cmd += ["-map", "1:a", "-c:a", "aac", "-b:a", "48k"]
-    cmd += [str(mp4)]
-    if audio:
-        cmd += ["-map", "1:a", "-ac", "1", "-ar", str(SAMPLE_RATE), "-c:a", "flac", str(flac)]
-    data = b"".join(f.tobytes() for f in frames)
-    proc = subprocess.run(cmd, input=data, capture_output=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"ffmpeg failed for {stem}: {proc.stderr.decode()[-500:]}")
+        sound = ["-i", str(wav)]
+        also = ["-map", "1:a", "-ac", "1", "-ar", str(SAMPLE_RATE), "-c:a", "flac", str(flac)]
+    # One x264 thread a variant: the variants themselves run in a thread pool.
+    encode_frames(
+        mp4, frames, fps=FPS, width=SIZE, height=SIZE, audio=sound, threads=1,
+        audio_bitrate="48k", also=also,
+    )  # fmt: skip
     return mp4, flac
 
 
@@ -175,52 +160,17 @@ def make_class_shards(
     }
     media = Path(tempfile.mkdtemp(prefix=".media-", dir=root))
     try:
-        jobs = [
-            (k, v, audio)
+        variants = _encode_variants(media, n_classes, per_class, n_silent, seconds, seed)
+        labelled = [
+            (k, _class_clip(media, k, i, variants, rng, audio=i not in silent[k], seconds=seconds))
             for k in range(n_classes)
-            for audio in (True, False)
-            if (audio and n_silent < per_class) or (not audio and n_silent > 0)
-            for v in range(min(VARIANTS, per_class))
+            for i in range(per_class)
         ]
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            done = pool.map(lambda j: _encode_variant(media, *j, seconds, seed), jobs)
-            variants = dict(zip(jobs, done, strict=True))
-
-        records: list[ClipRecord] = []
-        labels: dict[str, int] = {}
-        for k in range(n_classes):
-            first, second = class_captions(k)
-            for i in range(per_class):
-                audio = i not in silent[k]
-                mp4, flac = variants[(k, i % min(VARIANTS, per_class), audio)]
-                key = f"class{k:02d}_{i:04d}"
-                jpg = _write_jpg(media / f"{key}.jpg", class_image(k, rng))
-                sim = round(float(0.8 + 0.1 * rng.random()), 4)
-                rec = ClipRecord(
-                    key=key,
-                    video=f"synthetic://class{k}/{i}.mp4",
-                    video_id=f"class{k:02d}-{i:04d}",
-                    start=0.0,
-                    end=seconds,
-                    match_time=seconds / 2,
-                    similarity=sim,
-                    captions=[
-                        Caption(f"seed{k}a", first, sim, seconds / 2),
-                        Caption(f"seed{k}b", second, sim - 0.05, seconds / 2),
-                    ],
-                    source={"width": SIZE, "height": SIZE, "fps": FPS, "has_audio": audio},
-                    mp4=str(mp4),
-                    flac=str(flac) if flac else None,
-                    jpg=str(jpg),
-                )
-                records.append(rec)
-                labels[key] = k
-
+        records = [rec for _, rec in labelled]
         order = rng.permutation(len(records))
         tars = []
         for s in range(n_shards):
-            part = [records[j] for j in order[s::n_shards]]
-            write_shard(shard_dir, s, part)
+            write_shard(shard_dir, s, [records[j] for j in order[s::n_shards]])
             tars.append(str(shard_dir / f"{shard_name(s)}.tar"))
     finally:
         shutil.rmtree(media, ignore_errors=True)
@@ -233,8 +183,59 @@ def make_class_shards(
         "shards": tars,
         "pattern": pattern,
         "classes": [class_captions(k)[0] for k in range(n_classes)],
-        "labels": labels,
+        "labels": {rec.key: k for k, rec in labelled},
     }
+
+
+def _encode_variants(
+    media: Path, n_classes: int, per_class: int, n_silent: int, seconds: float, seed: int
+) -> dict[tuple[int, int, bool], tuple[Path, Path | None]]:
+    """Every class's encoded variants, with sound and (when some clips are silent) without."""
+    jobs = [
+        (k, v, audio)
+        for k in range(n_classes)
+        for audio in (True, False)
+        if (audio and n_silent < per_class) or (not audio and n_silent > 0)
+        for v in range(min(VARIANTS, per_class))
+    ]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        done = pool.map(lambda j: _encode_variant(media, *j, seconds, seed), jobs)
+        return dict(zip(jobs, done, strict=True))
+
+
+def _class_clip(
+    media: Path,
+    k: int,
+    i: int,
+    variants: dict[tuple[int, int, bool], tuple[Path, Path | None]],
+    rng: np.random.Generator,
+    *,
+    audio: bool,
+    seconds: float,
+) -> ClipRecord:
+    """Clip ``i`` of class ``k``: one of the class's variants, its own jittered jpg and similarity."""
+    first, second = class_captions(k)
+    mp4, flac = variants[(k, i % VARIANTS, audio)]
+    key = f"class{k:02d}_{i:04d}"
+    jpg = _write_jpg(media / f"{key}.jpg", class_image(k, rng))
+    sim = round(float(0.8 + 0.1 * rng.random()), 4)
+    return ClipRecord(
+        key=key,
+        video=f"synthetic://class{k}/{i}.mp4",
+        video_id=f"class{k:02d}-{i:04d}",
+        start=0.0,
+        end=seconds,
+        match_time=seconds / 2,
+        similarity=sim,
+        captions=[
+            Caption(f"seed{k}a", first, sim, seconds / 2),
+            Caption(f"seed{k}b", second, sim - 0.05, seconds / 2),
+        ],
+        source={"width": SIZE, "height": SIZE, "fps": FPS, "has_audio": audio},
+        mp4=str(mp4),
+        flac=str(flac) if flac else None,
+        jpg=str(jpg),
+    )
 
 
 def corrupt_copy(

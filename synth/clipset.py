@@ -26,7 +26,6 @@ mismatch       a moving clip captioned with the opposite colour       ``caption_
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from media.ffmpeg import FFMPEG, run
 from shards.record import Caption, ClipRecord
 
 SIZE = "128x72"
@@ -107,7 +107,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def colour_layout_embedder() -> ColourLayoutEmbedder:
-    """Factory for ``--embedder tests.filters.clipset:colour_layout_embedder``."""
+    """Factory for ``--embedder synth.clipset:colour_layout_embedder``."""
     return ColourLayoutEmbedder()
 
 
@@ -255,10 +255,8 @@ def clip_specs(n_good: int = 20, n_bad: int = 4) -> list[ClipSpec]:
 
 
 def _ffmpeg(*args: str) -> None:
-    subprocess.run(
-        ["ffmpeg", "-nostdin", "-v", "error", "-y", *args],
-        check=True, stdin=subprocess.DEVNULL, capture_output=True,
-    )  # fmt: skip
+    """One ffmpeg call (its last argument the output) through the media layer's runner."""
+    run([FFMPEG, "-nostdin", "-v", "error", "-y", *args], what=args[-1])
 
 
 def _lavfi(src: str) -> str:
@@ -391,7 +389,7 @@ def accuracy(records: list[ClipRecord], specs: dict[str, ClipSpec]) -> dict:
     }
 
 
-EMBEDDER = "tests.filters.clipset:colour_layout_embedder"
+EMBEDDER = "synth.clipset:colour_layout_embedder"
 
 
 def mine(folder: Path, spec: list[dict[str, Any]] | None = None, workers: int = 4):

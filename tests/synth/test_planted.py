@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flows.synth import main, make_synthetic_set
 from miners.embedders import PixelEmbedder
+from synth.planted import main, make_synthetic_set
 
 SMALL = dict(n_seeds=6, n_unplanted=2, n_videos=3, seconds=20.0)
 
