@@ -160,7 +160,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from flows.demo import run_demo
 
-    return run_demo(args.root, workers=args.workers)
+    return run_demo(args.root, scan_workers=args.scan_workers)
 
 
 def _add_mine(sub) -> None:
@@ -236,7 +236,8 @@ def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="generate a small planted set, mine it, show what came out")
     p.add_argument("--root", default="demo",
                    help="folder for the generated set and its output (default: demo)")  # fmt: skip
-    p.add_argument("--workers", type=int, default=2, help="videos scanned at once (default: 2)")
+    p.add_argument("--scan-workers", "--workers", type=int, default=2,
+                   help="videos scanned at once (default: 2; --workers is its old name)")  # fmt: skip
     p.set_defaults(func=cmd_demo)
 
 

@@ -11,9 +11,10 @@ from pathlib import Path
 from flows.params import MineParams
 
 
-def run_demo(root: str | Path, *, workers: int = 2) -> int:
+def run_demo(root: str | Path, *, scan_workers: int = 2) -> int:
     """Write a planted set under ``root/data``, mine it into ``root/out``, print what came out."""
     from flows.mine import run_mine
+    from runs.report import summary_lines
     from shards.reader import complete_shards, iter_samples, read_sidecars
     from synth.check import check_planted, choose_embedder
     from synth.planted import make_synthetic_set
@@ -25,14 +26,11 @@ def run_demo(root: str | Path, *, workers: int = 2) -> int:
     print(f"embedder: {embedder}\n  why: {why}")
     params = MineParams(
         seeds=str(root / "data" / "seeds"), videos=str(root / "data" / "videos.txt"),
-        out=str(root / "out"), embedder=embedder, device="cpu", shard_size=8, workers=workers,
+        out=str(root / "out"), embedder=embedder, device="cpu", shard_size=8, scan_workers=scan_workers,
         progress=True,
     )  # fmt: skip
     report = run_mine(params)
-
-    from flows.cli import print_summary
-
-    print_summary(report, params.out)
+    print("\n".join(summary_lines(report, params.out)))
     samples = [s for tar in complete_shards(Path(params.out) / "shards") for s in iter_samples(tar)]
     print("\nwhat the shards hold (key: span, best similarity, caption):")
     for s in samples:
