@@ -143,7 +143,7 @@ def read_classes(path: str | None) -> list[str] | None:
 @task(name="evaluate")
 def score(params: EvalParams, embedder_spec: str) -> dict[str, Any]:
     from miners.embedders import get_embedder
-    from trainer.evaluate import evaluate as evaluate_checkpoint
+    from trainer.evaluate import evaluate_checkpoint
 
     return evaluate_checkpoint(
         params.checkpoint, params.shards, embedder=get_embedder(embedder_spec, params.device),

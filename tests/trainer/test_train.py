@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 
 from miners.embedders import PixelEmbedder
 from tests.trainer.shardgen import make_class_shards
-from trainer.evaluate import evaluate, recall_at_k
+from trainer.evaluate import evaluate_checkpoint, recall_at_k
 from trainer.features import precompute_features
 from trainer.train import train
 
@@ -90,7 +90,7 @@ def test_learns_classes_and_generalises(classes, tmp_path):
     assert (out / "step_30.pt").exists() and (out / "last.pt").exists()
 
     held = classes["heldout"]
-    result = evaluate(
+    result = evaluate_checkpoint(
         out / "last.pt",
         held["pattern"],
         embedder=PixelEmbedder(),
