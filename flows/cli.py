@@ -101,13 +101,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if distributed.env_world_size() > 1:
         # Under torchrun every rank runs this: no Prefect flow per rank, the loop itself.
         from miners.embedders import get_embedder
-        from trainer.train import train as train_loop
+        from trainer.train import train_encoders
 
         shards = shard_spec(params.shards)
         spec = resolve_embedder(params.embedder, shards)
         fields = params.model_dump(exclude={"shards", "out", "embedder"})
-        summary = train_loop(shards=shards, out=Path(params.out), embedder=get_embedder(spec, params.device),
-                             embedder_id=spec, **fields)  # fmt: skip
+        summary = train_encoders(shards=shards, out=Path(params.out), embedder=get_embedder(spec, params.device),
+                                 embedder_id=spec, **fields)  # fmt: skip
     else:
         from flows.train import train
 

@@ -105,10 +105,10 @@ def resolve_embedder(spec: str | None, shards: str, checkpoint: str | None = Non
 @task(name="train-encoders")
 def fit(params: TrainParams, embedder_spec: str) -> dict[str, Any]:
     from miners.embedders import get_embedder
-    from trainer.train import train as train_loop
+    from trainer.train import train_encoders
 
     embedder = get_embedder(embedder_spec, params.device)
-    return train_loop(
+    return train_encoders(
         shards=params.shards, out=Path(params.out), embedder=embedder, embedder_id=embedder_spec,
         config=params.config, steps=params.steps, batch_size=params.batch_size, lr=params.lr,
         weight_decay=params.weight_decay, warmup=params.warmup, grad_clip=params.grad_clip,
