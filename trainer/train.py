@@ -420,7 +420,9 @@ def train_step(
     return StepOut(losses, features["logit_scale"], grad_norm)
 
 
-def log_step(state: TrainState, out: StepOut, progress: Progress, proc: Process, path: Path):
+def log_step(
+    state: TrainState, out: StepOut, progress: Progress, proc: Process, path: Path
+) -> None:
     """End a logging window: every rank keeps the loss terms, rank 0 appends a metrics row."""
     rate = progress.end_window(proc.device)
     progress.last = {k: float(v.detach()) for k, v in out.losses.items()}
@@ -494,7 +496,9 @@ def run_loop(
     return progress
 
 
-def finish(state: TrainState, proc: Process, start: int, progress: Progress, out: Path):
+def finish(
+    state: TrainState, proc: Process, start: int, progress: Progress, out: Path
+) -> dict[str, Any]:
     """Wait for every rank, leave the process group, and sum the run up."""
     distributed.barrier()
     if proc.started_group:
