@@ -1,7 +1,8 @@
 """Training-step throughput and peak memory of the bind trainer, on synthetic batches.
 
-Runs the same step as ``trainer.train`` (forward under autocast, InfoNCE loss,
-backward, clip, AdamW) on random batches already in memory (no disk, no
+Times ``trainer.train.train_step`` itself (forward under autocast, InfoNCE loss
+with the model's temperature, backward, clip, AdamW, schedule) on a model from
+``trainer.train.build``, on random batches already in memory (no disk, no
 decoding), for a baseline row and the asked-for row, side by side in one run:
 
     python bench/train_throughput.py --config small --batch-size 64 --device cpu
@@ -15,7 +16,6 @@ Prints one JSON line: ``{"device": ..., "rows": [{"config", "precision",
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import multiprocessing
 import time
@@ -23,9 +23,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from trainer.loss import BindLoss
-from trainer.models import count_parameters, create_model, load_config
-from trainer.train import PRECISIONS, param_groups, peak_memory_mb
+from trainer.models import count_parameters, load_config
+from trainer.train import Recipe, build, peak_memory_mb, train_step
 
 
 def synthetic_batch(cfg: dict, batch_size: int, dim: int, device: torch.device) -> dict:
@@ -61,45 +60,27 @@ def measure(
     if device.type == "cuda":  # as trainer.train: fp32 matmuls in TF32
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    torch.manual_seed(0)
-    model = create_model(cfg, dim).to(device).train()
-    loss_fn = BindLoss()  # the temperature is the model's logit scale
-    optimizer = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4, fused=device.type == "cuda")
-    dtype = PRECISIONS[precision]
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+    recipe = Recipe(1e-4, 0.05, warmup=0, steps=warmup + steps, precision=precision, seed=0)
+    state = build(cfg, dim, None, device, recipe)
+    state.net.train()
     batch = synthetic_batch(cfg, batch_size, dim, device)
 
-    def step() -> None:
-        ctx = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
-        with ctx:
-            features = model(batch)
-        loss = loss_fn(features, batch)["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        scaler.step(optimizer)
-        scaler.update()
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     for _ in range(warmup):
-        step()
-    sync()
+        train_step(state, batch, device, grad_clip=1.0)
     if device.type == "cuda":
+        torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
     for _ in range(steps):
-        step()
-    sync()
+        train_step(state, batch, device, grad_clip=1.0)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     dt = (time.perf_counter() - t0) / steps
     row = {
         "config": config,
         "precision": precision,
         "batch_size": batch_size,
-        "params": count_parameters(model),
+        "params": count_parameters(state.model),
         "step_ms": round(dt * 1000, 2),
         "samples_per_s": round(batch_size / dt, 1),
         "peak_memory_mb": round(peak_memory_mb(device), 1),

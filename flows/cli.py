@@ -79,23 +79,14 @@ def print_summary(report: dict, out: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from flows.train import TrainParams, resolve_embedder, shard_spec
+    from flows.train import TrainParams, train, train_from_params
     from trainer import distributed
 
     params = _params(TrainParams, args)
     if distributed.env_world_size() > 1:
-        # Under torchrun every rank runs this: no Prefect flow per rank, the loop itself.
-        from miners.embedders import get_embedder
-        from trainer.train import train as train_loop
-
-        shards = shard_spec(params.shards)
-        spec = resolve_embedder(params.embedder, shards)
-        fields = params.model_dump(exclude={"shards", "out", "embedder"})
-        summary = train_loop(shards=shards, out=Path(params.out), embedder=get_embedder(spec, params.device),
-                             embedder_id=spec, **fields)  # fmt: skip
+        # Under torchrun every rank runs this: no Prefect flow per rank, the task's function.
+        summary = train_from_params(params)
     else:
-        from flows.train import train
-
         summary = train(params)
     print(json.dumps(summary, indent=2, default=str))
     return 0

@@ -3,6 +3,10 @@
 The frozen towers are the embedder the shards were mined with (the mining run
 records it in ``OUT/seeds.json``), unless ``embedder`` overrides it, so targets
 live in the space the clips were matched in.
+
+Each run kind has one plain function from its parameter model to the library
+call (:func:`train_from_params`, :func:`evaluate_from_params`); the Prefect tasks
+wrap them, and the CLI's torchrun branch calls :func:`train_from_params` itself.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, ConfigDict, Field
 
-from miners.embedders import parse_spec
+from miners.embedders import get_embedder, parse_spec
+from shards.writer import atomic_write_json
+from trainer.inputs import read_classes, resolve_embedder, shard_spec
 
 
 class TrainParams(BaseModel):
@@ -68,99 +74,85 @@ class EvalParams(BaseModel):
     out: str | None = Field(None, description="Also write the metrics to this JSON file")
 
 
-def shard_spec(shards: str) -> str:
-    """A folder becomes its complete shards; patterns and ``::`` lists pass through."""
-    from shards.reader import complete_shards
-
-    if Path(shards).is_dir():
-        tars = complete_shards(shards)
-        if not tars:
-            raise ValueError(f"{shards}: no complete shard (NNNNN.tar with NNNNN_stats.json)")
-        return "::".join(str(t) for t in tars)
-    return shards
+def resolve_train_params(params: TrainParams) -> TrainParams:
+    """``params`` with the shards spelled out (a folder becomes its complete shards) and
+    the embedder named (given, else the one the shards were mined with)."""
+    shards = shard_spec(params.shards)
+    spec = resolve_embedder(params.embedder, shards)
+    parse_spec(spec)  # a misspelt embedder fails here, before anything loads
+    return params.model_copy(update={"shards": shards, "embedder": spec})
 
 
-def resolve_embedder(spec: str | None, shards: str, checkpoint: str | None = None) -> str:
-    """The embedder to use: given, else recorded in the checkpoint, else by the mining run."""
-    from trainer.features import expand_shards, recorded_embedder
+def train_from_params(params: TrainParams) -> dict[str, Any]:
+    """The one path from :class:`TrainParams` to :func:`trainer.train.train_encoders`:
+    the Prefect task runs it, and so does every rank under torchrun (no flow per rank)."""
+    from trainer.train import train_encoders
 
-    if spec:
-        parse_spec(spec)
-        return spec
-    if checkpoint:
-        import torch
-
-        recorded = torch.load(checkpoint, map_location="cpu", weights_only=False).get("embedder_id")
-        if recorded:
-            return recorded
-    first = expand_shards(shards)[0]
-    recorded = recorded_embedder(first)
-    if not recorded:
-        raise ValueError(
-            f"no embedder recorded for {first} (OUT/seeds.json missing): pass --embedder"
-        )
-    return recorded
+    params = resolve_train_params(params)
+    embedder = get_embedder(params.embedder, params.device)
+    fields = params.model_dump(exclude={"shards", "out", "embedder"})
+    return train_encoders(
+        shards=params.shards,
+        out=Path(params.out),
+        embedder=embedder,
+        embedder_id=params.embedder,
+        **fields,
+    )
 
 
 @task(name="train-encoders")
-def fit(params: TrainParams, embedder_spec: str) -> dict[str, Any]:
-    from miners.embedders import get_embedder
-    from trainer.train import train as train_loop
-
-    embedder = get_embedder(embedder_spec, params.device)
-    return train_loop(
-        shards=params.shards, out=Path(params.out), embedder=embedder, embedder_id=embedder_spec,
-        config=params.config, steps=params.steps, batch_size=params.batch_size, lr=params.lr,
-        weight_decay=params.weight_decay, warmup=params.warmup, grad_clip=params.grad_clip,
-        precision=params.precision, device=params.device, num_workers=params.num_workers,
-        seed=params.seed, ckpt_every=params.ckpt_every, log_every=params.log_every,
-        resume=params.resume,
-    )  # fmt: skip
+def train_encoders_task(params: TrainParams) -> dict[str, Any]:
+    return train_from_params(params)
 
 
 @flow(name="train")
 def train(params: TrainParams) -> dict[str, Any]:
     """Train the audio and video encoders on mined shards."""
     logger = get_run_logger()
-    params = params.model_copy(update={"shards": shard_spec(params.shards)})
-    spec = resolve_embedder(params.embedder, params.shards)
-    logger.info("training %s on %s against frozen %s", params.config, params.shards, spec)
-    summary = fit(params, spec)
+    params = resolve_train_params(params)
+    logger.info(
+        "training %s on %s against frozen %s", params.config, params.shards, params.embedder
+    )
+    summary = train_encoders_task(params)
     logger.info("trained to step %s: %s", summary.get("step"), json.dumps(summary)[:500])
     return summary
 
 
-def read_classes(path: str | None) -> list[str] | None:
-    if not path:
-        return None
-    names = [line.strip() for line in Path(path).read_text().splitlines()]
-    names = [n for n in names if n and not n.startswith("#")]
-    if not names:
-        raise ValueError(f"{path}: no class names (one a line)")
-    return names
+def resolve_eval_params(params: EvalParams) -> EvalParams:
+    """``params`` with the shards spelled out and the embedder named (given, else the
+    checkpoint's, else the one the shards were mined with)."""
+    shards = shard_spec(params.shards)
+    spec = resolve_embedder(params.embedder, shards, params.checkpoint)
+    parse_spec(spec)
+    return params.model_copy(update={"shards": shards, "embedder": spec})
 
 
-@task(name="evaluate")
-def score(params: EvalParams, embedder_spec: str) -> dict[str, Any]:
-    from miners.embedders import get_embedder
-    from trainer.evaluate import evaluate as evaluate_checkpoint
+def evaluate_from_params(params: EvalParams) -> dict[str, Any]:
+    """:class:`EvalParams` -> :func:`trainer.evaluate.evaluate_checkpoint`."""
+    from trainer.evaluate import evaluate_checkpoint
 
+    params = resolve_eval_params(params)
     return evaluate_checkpoint(
-        params.checkpoint, params.shards, embedder=get_embedder(embedder_spec, params.device),
-        batch_size=params.batch_size, device=params.device, classes=read_classes(params.classes),
-    )  # fmt: skip
+        params.checkpoint,
+        params.shards,
+        embedder=get_embedder(params.embedder, params.device),
+        batch_size=params.batch_size,
+        device=params.device,
+        classes=read_classes(params.classes),
+    )
+
+
+@task(name="evaluate-checkpoint")
+def evaluate_checkpoint_task(params: EvalParams) -> dict[str, Any]:
+    return evaluate_from_params(params)
 
 
 @flow(name="eval")
 def evaluate(params: EvalParams) -> dict[str, Any]:
     """Recall@1/5/10 (audio/video <-> text) and zero-shot accuracy of a checkpoint."""
     logger = get_run_logger()
-    params = params.model_copy(update={"shards": shard_spec(params.shards)})
-    spec = resolve_embedder(params.embedder, params.shards, params.checkpoint)
-    metrics = score(params, spec)
+    metrics = evaluate_checkpoint_task(resolve_eval_params(params))
     if params.out:
-        from shards.writer import atomic_write_json
-
         atomic_write_json(Path(params.out), metrics)
     logger.info("eval: %s", json.dumps(metrics)[:800])
     return metrics

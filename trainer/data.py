@@ -196,15 +196,11 @@ class _Stream(torch.utils.data.IterableDataset):
         flacs: dict[int, bytes] = {}
         wanted_flac = {i for i in need if self.has_flac[s][i]}
         if wanted_flac:
-
-            def handler(exn: Exception) -> bool:
-                bad[f"tar_error:{type(exn).__name__}"] += 1
-                log.warning("data: %s: %s", self.urls[s], exn)
-                return True
-
             pipeline = wds.DataPipeline(
                 wds.SimpleShardList([self.urls[s]]),
-                wds.tarfile_to_samples(handler=handler, select_files=lambda f: f.endswith(".flac")),
+                wds.tarfile_to_samples(
+                    handler=_CountTarErrors(self.urls[s], bad), select_files=_is_flac
+                ),
             )
             for sample in pipeline:
                 i = position.get(sample["__key__"])
@@ -239,6 +235,24 @@ class _Stream(torch.utils.data.IterableDataset):
                 "has_audio": has_audio,
             }
         return out
+
+
+class _CountTarErrors:
+    """webdataset's error handler for one tar: count and log the error, then go on with
+    the rest of the tar (the clips it cost keep their place, without audio)."""
+
+    def __init__(self, url: str, bad: Counter):
+        self.url, self.bad = url, bad
+
+    def __call__(self, exn: Exception) -> bool:
+        self.bad[f"tar_error:{type(exn).__name__}"] += 1
+        log.warning("data: %s: %s", self.url, exn)
+        return True
+
+
+def _is_flac(name: str) -> bool:
+    """Only the audio is read from the tars; everything else comes from the cache."""
+    return name.endswith(".flac")
 
 
 def _stack(items: list[dict[str, Any]], frames: int) -> dict[str, Any]:

@@ -21,10 +21,11 @@ skipped, logged and listed in ``failed_keys`` with its error, never a crash.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 import json
 import logging
-import os
 import tarfile
 import tempfile
 from collections import deque
@@ -38,6 +39,7 @@ import numpy as np
 from media.ffmpeg import FFMPEG, MediaError, run
 from media.images import SQUARE_PIXELS, centre_square, decode_image, filter_string
 from media.tars import iter_raw_samples
+from shards.writer import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -255,79 +257,118 @@ def _embed_in_batches(fn, items, batch_size: int) -> np.ndarray:
     return np.concatenate([fn(items[i : i + batch_size]) for i in range(0, len(items), batch_size)])
 
 
+class _ShardArrays:
+    """The arrays of one shard's cache file, filled in tar order.
+
+    Decoded clips wait in ``pending`` until they make a batch of frames for the
+    embedder (:meth:`add` flushes then), so CLIP runs on full batches however
+    short the clips; :meth:`arrays` flushes the rest and stacks everything.
+    """
+
+    def __init__(self, embedder, n_frames: int, batch_size: int):
+        self.embedder, self.n_frames, self.batch_size = embedder, n_frames, batch_size
+        self.dim = int(embedder.dim)
+        self.keys: list[str] = []
+        self.videos: list[np.ndarray] = []
+        self.images: list[np.ndarray] = []
+        self.texts: list[np.ndarray] = []
+        self.offsets: list[int] = [0]
+        self.captions: list[str] = []
+        self.flacs: list[bool] = []
+        self.failed: list[tuple[str, str]] = []
+        self.pending: list[tuple[str, np.ndarray, np.ndarray, list[str], bool]] = []
+
+    def add(self, result: tuple) -> None:
+        """One :func:`_decode_chunk` result: a decoded clip, or ``(key, error)``."""
+        if len(result) == 2:
+            self.failed.append(result)
+            return
+        self.pending.append(result)
+        if len(self.pending) * self.n_frames >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Embed the pending clips' frames, jpgs and captions, and append them."""
+        if not self.pending:
+            return
+        embed_images, embed_texts = self.embedder.embed_images, self.embedder.embed_texts
+        frames = np.concatenate([p[1] for p in self.pending])
+        vid = _embed_in_batches(embed_images, frames, self.batch_size)
+        img = _embed_in_batches(
+            embed_images, np.stack([p[2] for p in self.pending]), self.batch_size
+        )
+        caps = [c for p in self.pending for c in p[3]]
+        txt = _embed_in_batches(embed_texts, caps, self.batch_size)
+        t = self.n_frames
+        for i, (key, _, _, cs, has_flac) in enumerate(self.pending):
+            self.keys.append(key)
+            self.flacs.append(has_flac)
+            self.videos.append(vid[i * t : (i + 1) * t])
+            self.images.append(img[i])
+            self.offsets.append(self.offsets[-1] + len(cs))
+            self.captions.extend(cs)
+        self.texts.append(txt)
+        self.pending.clear()
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The cache file's arrays (see the module doc); empty ones keep their shapes."""
+        self.flush()
+        n, dim = len(self.keys), self.dim
+        return {
+            "keys": np.array(self.keys, dtype=str),
+            "video": np.stack(self.videos).astype(np.float16)
+            if n
+            else np.zeros((0, self.n_frames, dim), np.float16),
+            "image": np.stack(self.images).astype(np.float16)
+            if n
+            else np.zeros((0, dim), np.float16),
+            "text": np.concatenate(self.texts).astype(np.float16)
+            if self.texts
+            else np.zeros((0, dim), np.float16),
+            "text_offsets": np.array(self.offsets, dtype=np.int64),
+            "has_flac": np.array(self.flacs, dtype=bool),
+            "captions": np.array(self.captions, dtype=str),
+            "failed_keys": np.array([k for k, _ in self.failed], dtype=str),
+            "failed_errors": np.array([e for _, e in self.failed], dtype=str),
+        }
+
+
 def _shard_features(
     tar: str, embedder, n_frames: int, batch_size: int, workers: int
 ) -> dict[str, np.ndarray]:
-    size, dim = int(embedder.image_size), int(embedder.dim)
-    keys, videos, images, texts, offsets, captions, flacs = [], [], [], [], [0], [], []
-    failed: list[tuple[str, str]] = []
-    pending: list[tuple[str, np.ndarray, np.ndarray, list[str], bool]] = []
-
-    def flush() -> None:
-        if not pending:
-            return
-        frames = np.concatenate([p[1] for p in pending])
-        vid = _embed_in_batches(embedder.embed_images, frames, batch_size)
-        img = _embed_in_batches(
-            embedder.embed_images, np.stack([p[2] for p in pending]), batch_size
-        )
-        caps = [c for p in pending for c in p[3]]
-        txt = _embed_in_batches(embedder.embed_texts, caps, batch_size)
-        for i, (key, _, _, cs, has_flac) in enumerate(pending):
-            keys.append(key)
-            flacs.append(has_flac)
-            videos.append(vid[i * n_frames : (i + 1) * n_frames])
-            images.append(img[i])
-            offsets.append(offsets[-1] + len(cs))
-            captions.extend(cs)
-        texts.append(txt)
-        pending.clear()
-
+    """One shard's cache arrays; a sample that does not decode is listed, not fatal."""
+    out = _ShardArrays(embedder, n_frames, batch_size)
+    decode = functools.partial(_decode_chunk, n_frames=n_frames, size=int(embedder.image_size))
     try:
         chunks = _chunks(iter_raw_samples(tar), DECODE_CHUNK)
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             # ffmpeg runs in subprocesses, so threads decode in parallel; the map keeps tar order
-            decode = lambda c: _decode_chunk(c, n_frames, size)  # noqa: E731
             for results in _ordered_map(pool, decode, chunks, ahead=max(1, workers)):
                 for result in results:
                     if len(result) == 2:
-                        failed.append(result)
                         log.warning("features: skipping %s in %s: %s", result[0], tar, result[1])
-                        continue
-                    pending.append(result)
-                    if len(pending) * n_frames >= batch_size:
-                        flush()
+                    out.add(result)
     except (tarfile.TarError, OSError) as e:  # a truncated tar keeps what was read
-        failed.append(("__tar__", f"tar unreadable: {e}"))
-        log.warning("features: %s is unreadable after %d samples: %s", tar, len(keys), e)
-    flush()
-    n = len(keys)
-    return {
-        "keys": np.array(keys, dtype=str),
-        "video": np.stack(videos).astype(np.float16)
-        if n
-        else np.zeros((0, n_frames, dim), np.float16),
-        "image": np.stack(images).astype(np.float16) if n else np.zeros((0, dim), np.float16),
-        "text": np.concatenate(texts).astype(np.float16)
-        if texts
-        else np.zeros((0, dim), np.float16),
-        "text_offsets": np.array(offsets, dtype=np.int64),
-        "has_flac": np.array(flacs, dtype=bool),
-        "captions": np.array(captions, dtype=str),
-        "failed_keys": np.array([k for k, _ in failed], dtype=str),
-        "failed_errors": np.array([e for _, e in failed], dtype=str),
-    }
+        out.failed.append(("__tar__", f"tar unreadable: {e}"))
+        log.warning("features: %s is unreadable after %d samples: %s", tar, len(out.keys), e)
+    return out.arrays()
 
 
-def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _savez_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def read_cache_meta(cache_dir: str | Path) -> dict[str, Any]:
+    """The cache's ``meta.json``: ``embedder_id``, ``n_frames``, ``dim`` (the CLIP width
+    of every cached feature) and ``image_size``."""
+    path = Path(cache_dir) / "meta.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: {cache_dir} is not a feature cache written by precompute_features"
+        )
+    return json.loads(path.read_text())
 
 
 def precompute_features(
@@ -367,7 +408,7 @@ def precompute_features(
     }
     meta_path = cache / "meta.json"
     if not meta_path.exists():
-        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+        atomic_write_bytes(meta_path, (json.dumps(meta, indent=2) + "\n").encode())
     todo = [t for t in tars if not (cache / f"{shard_stem(t)}.npz").exists()]
     if progress:
         from tqdm import tqdm
@@ -375,7 +416,7 @@ def precompute_features(
         todo = tqdm(todo, desc="features", unit="shard")
     for tar in todo:
         arrays = _shard_features(tar, embedder, n_frames, batch_size, workers)
-        _atomic_savez(cache / f"{shard_stem(tar)}.npz", arrays)
+        atomic_write_bytes(cache / f"{shard_stem(tar)}.npz", _savez_bytes(arrays))
         log.info(
             "features: %s: %d clips, %d skipped",
             tar,

@@ -7,7 +7,6 @@ frame, with the other clips of the (global) batch as negatives.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -38,30 +37,24 @@ class BindLoss(nn.Module):
     """Weighted mean of the InfoNCE terms over the global batch.
 
     ``forward(features, batch)`` takes the model's unit ``audio``/``video``
-    features and the batch's frozen ``text``/``image`` ones (and ``has_audio``,
-    which masks the audio terms), gathers them over DDP ranks, and returns
-    ``{"loss": ..., "audio_text": ..., ...}``. The temperature is the model's
-    ``logit_scale`` when ``features`` carries one, else this module's own
-    (fixed, or learnable when ``learnable=True``).
+    features and ``logit_scale``, and the batch's frozen ``text``/``image`` ones
+    (and ``has_audio``, which masks the audio terms), gathers them over DDP ranks,
+    and returns ``{"loss": ..., "audio_text": ..., ...}``. The temperature is
+    ``1 / features["logit_scale"]``: the model owns it (fixed or learnable, see
+    its config), so a checkpoint holds the one that trained it.
     """
 
-    def __init__(
-        self,
-        weights: dict[tuple[str, str], float] | None = None,
-        temperature: float = 0.05,
-        learnable: bool = False,
-    ):
+    def __init__(self, weights: dict[tuple[str, str], float] | None = None):
         super().__init__()
         self.weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
-        self.logit_scale = nn.Parameter(
-            torch.tensor(math.log(1.0 / temperature)), requires_grad=learnable
-        )
 
     def forward(self, features: dict[str, Any], batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        if "logit_scale" in features:
-            scale = features["logit_scale"]
-        else:
-            scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
+        if "logit_scale" not in features:
+            raise ValueError(
+                "BindLoss needs features['logit_scale'] (the model's exp(logit scale), "
+                f"1 / temperature); got only {sorted(features)}"
+            )
+        scale = features["logit_scale"]
         device = next(v for v in features.values() if torch.is_tensor(v)).device
         feats: dict[str, torch.Tensor] = {}
         for a, b in self.weights:

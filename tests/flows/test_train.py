@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -22,7 +23,8 @@ def class_shards(tmp_path_factory):
 def test_train_flow_uses_the_recorded_embedder_and_eval_reads_the_checkpoint(
     class_shards, tmp_path, prefect_harness
 ):
-    from flows.train import EvalParams, TrainParams, evaluate, resolve_embedder, train
+    from flows.train import EvalParams, TrainParams, evaluate, train
+    from trainer.inputs import resolve_embedder
 
     assert resolve_embedder(None, class_shards["pattern"]) == EMBEDDER  # from OUT/seeds.json
     run = tmp_path / "run"
@@ -40,6 +42,23 @@ def test_train_flow_uses_the_recorded_embedder_and_eval_reads_the_checkpoint(
     for name in ("audio", "video", "text"):
         assert name in flat
     assert json.loads((tmp_path / "eval.json").read_text()) == json.loads(json.dumps(metrics))
+
+
+def test_torchrun_and_the_prefect_task_take_one_path(tmp_path, monkeypatch):
+    """Under torchrun the CLI skips Prefect, but calls what the task calls."""
+    import flows.train
+    from flows.cli import cmd_train
+
+    calls = []
+    monkeypatch.setattr(flows.train, "train_from_params", lambda p: calls.append(p) or {"step": 0})
+    params = flows.train.TrainParams(shards=str(tmp_path / "00000.tar"), out=str(tmp_path))
+    assert flows.train.train_encoders_task.fn(params) == {"step": 0}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cmd_train(argparse.Namespace(shards=params.shards, out=params.out)) == 0
+    assert calls == [params, params]
+    assert flows.train.train_encoders_task.name == "train-encoders"
+    assert flows.train.evaluate_checkpoint_task.name == "evaluate-checkpoint"
+    assert (flows.train.train.name, flows.train.evaluate.name) == ("train", "eval")
 
 
 def test_mine_and_train_from_the_cli(tmp_path, prefect_harness):

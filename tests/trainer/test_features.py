@@ -21,6 +21,7 @@ from trainer.features import (
     load_shard_arrays,
     load_shard_features,
     precompute_features,
+    read_cache_meta,
     recorded_embedder,
 )
 
@@ -87,6 +88,13 @@ def test_precompute_matches_the_embedder_and_is_skipped_on_rerun(small):
     arrays = load_shard_arrays(cache, "00000")
     assert arrays["video"].dtype == np.float16 and arrays["video"].shape[1:] == (4, emb.dim)
     assert len(arrays["failed_keys"]) == 0
+    meta = read_cache_meta(cache)  # what the trainer sizes its model by
+    assert meta == {
+        "embedder_id": "pixel",
+        "n_frames": 4,
+        "dim": emb.dim,
+        "image_size": emb.image_size,
+    }
     feats = load_shard_features(cache, "00000.tar")
     samples = list(iter_samples(small["shards"][0]))
     assert list(feats) == [s["__key__"] for s in samples]  # tar order
@@ -122,6 +130,8 @@ def test_missing_cache_or_shard_is_an_error(tmp_path):
         precompute_features(str(tmp_path / "nope.tar"), PixelEmbedder(), embedder_id="p")
     with pytest.raises(FileNotFoundError, match="precompute_features"):
         load_shard_arrays(tmp_path, "00000")
+    with pytest.raises(FileNotFoundError, match="meta.json"):
+        read_cache_meta(tmp_path)
 
 
 def test_recorded_embedder_reads_the_mining_runs_seeds_json(small, tmp_path):

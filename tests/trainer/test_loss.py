@@ -39,6 +39,11 @@ def test_symmetric():
     assert float(info_nce(a, b, 0.1)) == pytest.approx(float(both), abs=1e-6)
 
 
+def scaled(feats: dict, temperature: float) -> dict:
+    """The features with the model's ``logit_scale`` for ``temperature``, as BindModel gives them."""
+    return {**feats, "logit_scale": torch.tensor(1.0 / temperature)}
+
+
 def fixed_batch(n: int = 8, d: int = 16) -> tuple[dict, dict]:
     feats = {"audio": unit(n, d, seed=3), "video": unit(n, d, seed=4)}
     batch = {
@@ -51,7 +56,7 @@ def fixed_batch(n: int = 8, d: int = 16) -> tuple[dict, dict]:
 
 def test_audio_terms_masked():
     feats, batch = fixed_batch()
-    out = BindLoss(temperature=0.1)(feats, batch)
+    out = BindLoss()(scaled(feats, 0.1), batch)
     m = batch["has_audio"]
     expected = info_nce(feats["audio"][m], batch["text"][m], 0.1)
     assert float(out["audio_text"]) == pytest.approx(float(expected), abs=1e-6)
@@ -62,7 +67,7 @@ def test_audio_terms_masked():
     assert float(out["loss"]) == pytest.approx(float(sum(terms) / 4), abs=1e-6)
     # a clip without audio changes nothing, whatever its audio embedding
     feats["audio"][1] = -feats["audio"][0]
-    assert float(BindLoss(temperature=0.1)(feats, batch)["audio_text"]) == pytest.approx(
+    assert float(BindLoss()(scaled(feats, 0.1), batch)["audio_text"]) == pytest.approx(
         float(out["audio_text"]), abs=1e-6
     )
 
@@ -71,7 +76,7 @@ def test_no_audio_at_all_is_zero_with_a_graph():
     feats, batch = fixed_batch()
     feats["audio"].requires_grad_(True)
     batch["has_audio"][:] = False
-    out = BindLoss()(feats, batch)
+    out = BindLoss()(scaled(feats, 0.05), batch)
     assert float(out["audio_text"].detach()) == 0.0
     out["loss"].backward()
     assert feats["audio"].grad is not None
@@ -79,11 +84,18 @@ def test_no_audio_at_all_is_zero_with_a_graph():
 
 def test_weights_and_logit_scale_from_the_model():
     feats, batch = fixed_batch()
-    loss = BindLoss(weights={("video", "text"): 2.0}, temperature=0.5)
+    loss = BindLoss(weights={("video", "text"): 2.0})
     out = loss({**feats, "logit_scale": torch.tensor(10.0)}, batch)
     assert set(out) == {"video_text", "loss"}
     expected = info_nce(feats["video"], batch["text"], 0.1)
     assert float(out["loss"]) == pytest.approx(float(expected), abs=1e-6)
+
+
+def test_without_the_models_logit_scale_is_an_error():
+    """The model owns the temperature: BindLoss has none of its own to fall back on."""
+    feats, batch = fixed_batch()
+    with pytest.raises(ValueError, match=r"features\['logit_scale'\]"):
+        BindLoss()(feats, batch)
 
 
 def free_port() -> int:
@@ -100,7 +112,7 @@ def _rank_loss(rank: int, world: int, port: int, results) -> None:
         n = len(batch["text"]) // world
         part = slice(rank * n, (rank + 1) * n)
         local = {k: v[part].clone().requires_grad_(True) for k, v in feats.items()}
-        out = BindLoss(temperature=0.1)(local, {k: v[part] for k, v in batch.items()})
+        out = BindLoss()(scaled(local, 0.1), {k: v[part] for k, v in batch.items()})
         out["loss"].backward()
         # DDP averages gradients over ranks: the mean of these equals the global gradient
         results[rank] = (float(out["loss"].detach()), {k: v.grad.clone() for k, v in local.items()})
@@ -115,7 +127,7 @@ def test_ddp_gathered_loss_equals_global_loss():
 
     feats, batch = fixed_batch()
     feats = {k: v.clone().requires_grad_(True) for k, v in feats.items()}
-    out = BindLoss(temperature=0.1)(feats, batch)
+    out = BindLoss()(scaled(feats, 0.1), batch)
     out["loss"].backward()
     for rank in range(world):
         assert results[rank][0] == pytest.approx(float(out["loss"].detach()), abs=1e-6)

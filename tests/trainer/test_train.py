@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -11,11 +12,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+import trainer.train
 from miners.embedders import PixelEmbedder
 from synth.shardgen import make_class_shards
-from trainer.evaluate import evaluate, recall_at_k
+from trainer.evaluate import evaluate_checkpoint, recall_at_k
 from trainer.features import precompute_features
-from trainer.train import train
+from trainer.train import train_encoders
 
 EMBEDDER_ID = "miners.embedders:pixel_embedder"
 FAST = dict(
@@ -70,7 +72,7 @@ def test_recall_at_k_definition():
 def test_learns_classes_and_generalises(classes, tmp_path):
     """A few dozen CPU steps of tiny learn the tone of each class, on clips never seen."""
     out = tmp_path / "run"
-    summary = train(
+    summary = train_encoders(
         shards=classes["train"]["pattern"],
         out=out,
         embedder=PixelEmbedder(),
@@ -90,7 +92,7 @@ def test_learns_classes_and_generalises(classes, tmp_path):
     assert (out / "step_30.pt").exists() and (out / "last.pt").exists()
 
     held = classes["heldout"]
-    result = evaluate(
+    result = evaluate_checkpoint(
         out / "last.pt",
         held["pattern"],
         embedder=PixelEmbedder(),
@@ -109,10 +111,10 @@ def test_learns_classes_and_generalises(classes, tmp_path):
 def test_resume_is_exact(small, tmp_path):
     kw = dict(shards=small["pattern"], cache_dir=small["cache_dir"], steps=8, batch_size=8)
     kw.update(warmup=2, log_every=1, ckpt_every=100, lr=1e-3, **FAST)
-    straight = train(out=tmp_path / "straight", **kw)
-    first = train(out=tmp_path / "resumed", stop_after=4, **kw)
+    straight = train_encoders(out=tmp_path / "straight", **kw)
+    first = train_encoders(out=tmp_path / "resumed", stop_after=4, **kw)
     assert first["step"] == 4
-    second = train(out=tmp_path / "resumed", **kw)
+    second = train_encoders(out=tmp_path / "resumed", **kw)
     assert second["start_step"] == 4 and second["step"] == 8
     assert second["final"]["loss"] == pytest.approx(straight["final"]["loss"], abs=1e-6)
     a = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)
@@ -124,6 +126,37 @@ def test_resume_is_exact(small, tmp_path):
     assert [r["step"] for r in rows_b] == list(range(1, 9))
     for ra, rb in zip(rows_a, rows_b, strict=True):
         assert rb["loss"] == pytest.approx(ra["loss"], abs=1e-6)
+
+
+class ModelBuilt(Exception):
+    """Raised by the spy in place of building the model: the test has what it came for."""
+
+
+def test_embedding_width_comes_from_the_cache_metadata(small, tmp_path, monkeypatch):
+    """The model is sized by the cache's meta.json, never by a batch; a resumed
+    checkpoint of another width is refused."""
+    cache = shutil.copytree(small["cache_dir"], tmp_path / "cache")
+    meta = json.loads((cache / "meta.json").read_text())
+    kw = dict(shards=small["pattern"], cache_dir=cache, batch_size=8, warmup=1, **FAST)
+    summary = train_encoders(out=tmp_path / "run", steps=1, **kw)
+    ckpt = torch.load(summary["checkpoint"], weights_only=False)
+    assert ckpt["embed_dim"] == meta["dim"] == PixelEmbedder().dim
+
+    # The cached arrays keep their width; only the metadata says otherwise.
+    (cache / "meta.json").write_text(json.dumps({**meta, "dim": meta["dim"] + 8}))
+    with pytest.raises(ValueError, match="meta.json"):
+        train_encoders(out=tmp_path / "run", steps=2, **kw)
+
+    widths = []
+
+    def spy(config, embed_dim):
+        widths.append(embed_dim)
+        raise ModelBuilt
+
+    monkeypatch.setattr(trainer.train, "create_model", spy)
+    with pytest.raises(ModelBuilt):
+        train_encoders(out=tmp_path / "fresh", steps=1, **kw)
+    assert widths == [meta["dim"] + 8]  # a batch would have said meta["dim"]
 
 
 def free_port() -> int:
@@ -141,14 +174,14 @@ def _ddp_rank(rank: int, world: int, port: int, kw: dict) -> None:
         WORLD_SIZE=str(world),
     )
     torch.set_num_threads(1)
-    train(**kw)
+    train_encoders(**kw)
 
 
 def test_ddp_two_processes_match_one(small, tmp_path):
     """Two gloo ranks, each on half of the global batch, follow the one-process run."""
     kw = dict(shards=small["pattern"], cache_dir=small["cache_dir"], steps=3, batch_size=8)
     kw.update(warmup=1, log_every=1, **FAST)
-    single = train(out=tmp_path / "single", **kw)
+    single = train_encoders(out=tmp_path / "single", **kw)
     mp.spawn(_ddp_rank, args=(2, free_port(), {**kw, "out": tmp_path / "ddp"}), nprocs=2)
     ddp = torch.load(tmp_path / "ddp" / "last.pt", weights_only=False)
     assert ddp["step"] == 3
