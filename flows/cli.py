@@ -101,11 +101,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_mine_and_train(args: argparse.Namespace) -> int:
-    from flows.pipeline import PipelineParams, mine_and_train
+    from flows.mine_and_train import MineAndTrainParams, mine_and_train
 
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
     mine_params = _params(MineParams, args, progress=progress)
-    params = _params(PipelineParams, args, mine=mine_params)
+    params = _params(MineAndTrainParams, args, mine=mine_params)
     result = mine_and_train(params)
     print_summary(result["mine"], mine_params.out)
     print(json.dumps({"train": result["train"], "eval": result["eval"]}, indent=2, default=str))
@@ -201,7 +201,7 @@ def _add_calibrate(sub) -> None:
 
 
 def _add_training(sub) -> None:
-    from flows.pipeline import PipelineParams
+    from flows.mine_and_train import MineAndTrainParams
     from flows.train import EvalParams, TrainParams
 
     p = sub.add_parser("train", help="train audio and video encoders on mined shards",
@@ -218,7 +218,7 @@ def _add_training(sub) -> None:
         "mine-and-train", help="mine, train on what was mined, evaluate on held-out shards"
     )
     add_model_options(p, MineParams, skip={"progress"})
-    add_model_options(p, PipelineParams, skip={"mine"})
+    add_model_options(p, MineAndTrainParams, skip={"mine"})
     _add_mine_extras(p)
     p.set_defaults(func=cmd_mine_and_train)
 

@@ -60,3 +60,16 @@ def read_classes(path: str | Path | None) -> list[str] | None:
     if not names:
         raise ValueError(f"{path}: no class names (one a line)")
     return names
+
+
+def split_shards(shard_dir: Path, holdout: int) -> tuple[list[str], list[str]]:
+    """Complete shards split into (train, held out): the last ``holdout`` are held out,
+    unless that would leave nothing to train on, in which case evaluation reuses them."""
+    from shards.reader import complete_shards
+
+    tars = [str(p) for p in complete_shards(shard_dir)]
+    if not tars:
+        raise ValueError(f"no complete shard in {shard_dir}: nothing was mined to train on")
+    if holdout and len(tars) > holdout:
+        return tars[:-holdout], tars[-holdout:]
+    return tars, tars

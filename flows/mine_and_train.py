@@ -11,9 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from flows.mine import mine
 from flows.params import MineParams
 from flows.train import EvalParams, TrainParams, evaluate, train
+from trainer.inputs import split_shards
 
 
-class PipelineParams(BaseModel):
+class MineAndTrainParams(BaseModel):
     """Mining parameters, then training settings; shards are split by the flow."""
 
     model_config = ConfigDict(extra="forbid")
@@ -33,21 +34,9 @@ class PipelineParams(BaseModel):
     classes: str | None = Field(None, description="Class names file for zero-shot accuracy")
 
 
-def split_shards(shard_dir: Path, holdout: int) -> tuple[list[str], list[str]]:
-    """Complete shards split into (train, held out): the last ``holdout`` are held out,
-    unless that would leave nothing to train on, in which case evaluation reuses them."""
-    from shards.reader import complete_shards
-
-    tars = [str(p) for p in complete_shards(shard_dir)]
-    if not tars:
-        raise ValueError(f"no complete shard in {shard_dir}: nothing was mined to train on")
-    if holdout and len(tars) > holdout:
-        return tars[:-holdout], tars[-holdout:]
-    return tars, tars
-
-
 @flow(name="mine-and-train")
-def mine_and_train(params: PipelineParams) -> dict[str, Any]:
+def mine_and_train(params: MineAndTrainParams) -> dict[str, Any]:
+    """Mine (as ``capmine mine``), train on the shards, evaluate on the held-out ones."""
     logger = get_run_logger()
     report = mine(params.mine)  # on threads, or on Dask with --dask, as capmine mine
     train_shards, eval_shards = split_shards(
