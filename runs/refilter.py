@@ -14,6 +14,7 @@ media copied byte for byte; a killed re-filter resumes shard by shard.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import shutil
@@ -79,9 +80,9 @@ def refilter(src: str | Path, dst: str | Path, setup: FilterSetup) -> dict[str, 
     if target.root.resolve() == source.root.resolve():
         raise ValueError("refilter writes a new run: --out must differ from the source run")
     setup.chains()  # an unknown filter or parameter is an error before any work
-    if setup.embedder is None and source.seeds_meta() is not None:
-        setup = FilterSetup(setup.spec, setup.min_clip_seconds, source.seeds_meta().embedder,
-                            setup.device, setup.batch_size)  # fmt: skip
+    mined_with = source.seeds_meta()
+    if setup.embedder is None and mined_with is not None:
+        setup = dataclasses.replace(setup, embedder=mined_with.embedder)
     target.shard_dir.mkdir(parents=True, exist_ok=True)
     shards = []
     for tar in tars:
