@@ -34,12 +34,13 @@ from typing import Any
 
 import numpy as np
 
+from media.audio import AUDIO_RATE
 from media.ffmpeg import FFMPEG, run
 from shards.record import Caption, ClipRecord
 
 SIZE = "128x72"
 RATE = 10  # frames per second
-AUDIO_RATE = 16000
+
 
 # Tints: the factor each RGB channel of the grey picture is multiplied by.
 TINTS: dict[str, tuple[float, float, float]] = {

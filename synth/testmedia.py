@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from media.audio import AUDIO_RATE
+from media.ffmpeg import FFMPEG, run
 from synth.encode import encode_frames, tone
 
 FrameFn = Callable[[int, float], np.ndarray]  # (frame index, time in s) -> (H, W, 3) uint8
@@ -79,3 +81,16 @@ def truncate(path: str | Path, keep_fraction: float = 0.3) -> Path:
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep_fraction)])
     return path
+
+
+def sine_wave(hz: float, seconds: float = 1.0, amp: float = 0.5) -> np.ndarray:
+    """Mono float32 samples at 16 kHz of a sine whose frequency names it."""
+    t = np.arange(int(seconds * AUDIO_RATE)) / AUDIO_RATE
+    return (amp * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
+def flac_bytes(wave: np.ndarray) -> bytes:
+    """``wave`` (mono float32 at 16 kHz) encoded as FLAC, as a clip's ``K.flac`` holds it."""
+    cmd = [FFMPEG, "-v", "error", "-f", "f32le", "-ar", str(AUDIO_RATE), "-ac", "1"]
+    cmd += ["-i", "pipe:0", "-c:a", "flac", "-f", "flac", "pipe:1"]
+    return run(cmd, what="sine wave", stdin=wave.astype("<f4").tobytes())

@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import numpy as np
 import pytest
 
 from media import MediaError
-from media.audio import AUDIO_RATE, decode_audio, decode_audio_many
-
-
-def tone(hz: float, seconds: float = 1.0, amp: float = 0.5) -> np.ndarray:
-    t = np.arange(int(seconds * AUDIO_RATE)) / AUDIO_RATE
-    return (amp * np.sin(2 * np.pi * hz * t)).astype(np.float32)
-
-
-def flac_bytes(wave: np.ndarray) -> bytes:
-    cmd = ["ffmpeg", "-v", "error", "-f", "f32le", "-ar", str(AUDIO_RATE), "-ac", "1"]
-    cmd += ["-i", "pipe:0", "-c:a", "flac", "-f", "flac", "pipe:1"]
-    return subprocess.run(cmd, input=wave.tobytes(), capture_output=True, check=True).stdout
+from media.audio import decode_audio, decode_audio_many
+from synth.testmedia import flac_bytes, sine_wave
 
 
 def test_decode_a_buffer_round_trip():
-    wave = tone(700.0, 0.5)
+    wave = sine_wave(700.0, 0.5)
     out = decode_audio(flac_bytes(wave))
     assert out.dtype == np.float32 and out.shape == wave.shape
     assert np.abs(out - wave).max() < 1e-3  # 16-bit FLAC quantisation
@@ -35,7 +23,7 @@ def test_garbage_is_a_media_error():
 
 
 def test_many_buffers_in_chunks_and_a_bad_one_isolated():
-    waves = [tone(300.0 + 100 * i, 0.25) for i in range(5)]
+    waves = [sine_wave(300.0 + 100 * i, 0.25) for i in range(5)]
     items = [flac_bytes(w) for w in waves]
     items[2] = b"garbage" * 50
     out = decode_audio_many(items, chunk=4)
@@ -45,7 +33,7 @@ def test_many_buffers_in_chunks_and_a_bad_one_isolated():
 
 
 def test_a_file_decodes_like_its_bytes_and_its_error_names_it(tmp_path):
-    wave = tone(440.0, 0.5)
+    wave = sine_wave(440.0, 0.5)
     path = tmp_path / "tone.flac"
     path.write_bytes(flac_bytes(wave))
     np.testing.assert_array_equal(decode_audio(path), decode_audio(path.read_bytes()))

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import numpy as np
 import pytest
 import torch
 
+from synth.testmedia import sine_wave
 from trainer.audio import (
     MEL_MEAN,
     MEL_STD,
@@ -20,17 +19,6 @@ from trainer.audio import (
 )
 
 
-def tone(hz: float, seconds: float = 1.0, amp: float = 0.5) -> np.ndarray:
-    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-    return (amp * np.sin(2 * np.pi * hz * t)).astype(np.float32)
-
-
-def flac_bytes(wave: np.ndarray) -> bytes:
-    cmd = ["ffmpeg", "-v", "error", "-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", "1"]
-    cmd += ["-i", "pipe:0", "-c:a", "flac", "-f", "flac", "pipe:1"]
-    return subprocess.run(cmd, input=wave.tobytes(), capture_output=True, check=True).stdout
-
-
 def test_filterbank_has_no_empty_filter():
     fb = mel_filterbank()
     assert fb.shape == (128, 201)
@@ -41,14 +29,14 @@ def test_filterbank_has_no_empty_filter():
 
 @pytest.mark.parametrize("seconds, frames", [(1.0, 101), (2.0, 201), (0.01, 3)])
 def test_log_mel_is_128_bins_at_100_frames_a_second(seconds, frames):
-    mel = log_mel(torch.from_numpy(tone(440.0, seconds)))
+    mel = log_mel(torch.from_numpy(sine_wave(440.0, seconds)))
     assert mel.shape == (128, frames)
     assert mel.dtype == torch.float32
 
 
 @pytest.mark.parametrize("hz", [300.0, 1000.0, 3000.0, 6000.0])
 def test_tone_peaks_in_its_mel_bin(hz):
-    mel = log_mel(tone(hz))
+    mel = log_mel(sine_wave(hz))
     peak = int(mel.mean(dim=1).argmax())
     expected = int(np.abs(mel_centres() - hz).argmin())
     assert abs(peak - expected) <= 1, (peak, expected, mel_centres()[peak])
