@@ -31,9 +31,8 @@ from runs.stages import (
     filter_run,
     known_threshold,
     plan_run,
-    scan_video,
+    scan_video_into,
     stage_shard,
-    write_shard,
 )
 
 
@@ -75,7 +74,7 @@ def calibrate_threshold_task(params: MineParams) -> Threshold:
 
 @task(name="scan-video", task_run_name="scan-{video.video_id}")
 def scan_video_task(video: VideoInput, params: MineParams, threshold: float) -> ScanResult:
-    return scan_video(
+    return scan_video_into(
         _folder(params), video, embedder=params.embedder, device=params.device,
         threshold=threshold, fps=params.fps, batch_size=params.batch_size,
         cache_dir=_cache_dir(params), fetch_timeout=params.fetch_timeout, max_height=params.max_height,
@@ -98,7 +97,7 @@ def filter_run_task(shards: list[ShardPlan], params: MineParams) -> dict[str, An
 
 @task(name="write-shard", task_run_name="shard-{shard.index}")
 def write_shard_task(shard: ShardPlan, params: MineParams) -> dict[str, Any]:
-    return write_shard(_folder(params), shard)
+    return _folder(params).write_staged(shard)
 
 
 @flow(name="mine")

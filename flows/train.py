@@ -74,13 +74,17 @@ class EvalParams(BaseModel):
     out: str | None = Field(None, description="Also write the metrics to this JSON file")
 
 
-def resolve_train_params(params: TrainParams) -> TrainParams:
+def _resolved(params: TrainParams | EvalParams, checkpoint: str | None = None):
     """``params`` with the shards spelled out (a folder becomes its complete shards) and
-    the embedder named (given, else the one the shards were mined with)."""
+    the embedder named: given, else ``checkpoint``'s, else the one the shards were mined with."""
     shards = shard_spec(params.shards)
-    spec = resolve_embedder(params.embedder, shards)
+    spec = resolve_embedder(params.embedder, shards, checkpoint)
     parse_spec(spec)  # a misspelt embedder fails here, before anything loads
     return params.model_copy(update={"shards": shards, "embedder": spec})
+
+
+def resolve_train_params(params: TrainParams) -> TrainParams:
+    return _resolved(params)
 
 
 def train_from_params(params: TrainParams) -> dict[str, Any]:
@@ -119,12 +123,7 @@ def train(params: TrainParams) -> dict[str, Any]:
 
 
 def resolve_eval_params(params: EvalParams) -> EvalParams:
-    """``params`` with the shards spelled out and the embedder named (given, else the
-    checkpoint's, else the one the shards were mined with)."""
-    shards = shard_spec(params.shards)
-    spec = resolve_embedder(params.embedder, shards, params.checkpoint)
-    parse_spec(spec)
-    return params.model_copy(update={"shards": shards, "embedder": spec})
+    return _resolved(params, params.checkpoint)
 
 
 def evaluate_from_params(params: EvalParams) -> dict[str, Any]:

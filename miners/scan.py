@@ -23,8 +23,7 @@ from miners.frames import iter_frames
 from miners.index import SeedIndex
 from miners.matching import Candidate, HitAccumulator
 from miners.videos import VideoInput
-
-STATUS_OK, STATUS_FAILED = "ok", "failed"
+from shards.record import STATUS_FAILED, STATUS_OK
 
 
 @dataclass

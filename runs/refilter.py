@@ -1,7 +1,7 @@
 """``capmine filter``: a finished run re-filtered with new bounds, without cutting or encoding.
 
 It walks the mining run's own staging path (:func:`runs.stages.stage_records`,
-:func:`~runs.stages.filter_run`, :func:`~runs.stages.write_shard`) with records
+:func:`~runs.stages.filter_run`, :meth:`~runs.folder.RunFolder.write_staged`) with records
 loaded instead of cut: every clip of the source run is rebuilt from its
 shard's parquet row (kept and dropped alike, with their scores) and, when it
 was kept, its media from the tar. Drops of clips whose media was written are
@@ -26,7 +26,7 @@ import pandas as pd
 from runs.folder import RunFolder
 from runs.records import ShardPlan
 from runs.report import drops_by_reason
-from runs.stages import FilterSetup, filter_run, stage_records, write_shard
+from runs.stages import FilterSetup, filter_run, stage_records
 from shards.reader import complete_shards, iter_samples
 from shards.record import ClipRecord
 
@@ -91,7 +91,7 @@ def refilter(src: str | Path, dst: str | Path, setup: FilterSetup) -> dict[str, 
         stage_records(target, shard, functools.partial(_reopened, tar), setup)
         shards.append(shard)
     filter_run(target, shards, setup)
-    stats = [write_shard(target, shard) for shard in shards]
+    stats = [target.write_staged(shard) for shard in shards]
     shutil.rmtree(target.root / "staging", ignore_errors=True)
     for name in COPIED:
         if source.path(name).exists():

@@ -1,7 +1,8 @@
 """The stages of a mining run after the seeds, as plain functions over a :class:`RunFolder`.
 
 threshold -> scan each video -> plan the clips -> stage each shard (cut, per-clip
-filters) -> run-level filters over every staged clip -> write each shard.
+filters) -> run-level filters over every staged clip -> write each shard
+(:meth:`RunFolder.write_staged`).
 
 Each stage reads what the one before left in OUT and writes its own result
 there atomically, so a rerun finds finished work and skips it, and any
@@ -23,7 +24,7 @@ from typing import Any
 from miners.embedders import get_embedder
 from miners.index import SeedIndex
 from miners.matching import select_clips
-from miners.scan import ScanResult
+from miners.scan import ScanResult, scan_video
 from miners.videos import VideoInput
 from runs.folder import RunFolder
 from runs.records import Ledger, RunPlan, ShardPlan, Threshold
@@ -79,7 +80,7 @@ def _seed_index(root: str) -> SeedIndex:
     return SeedIndex.load(Path(root))
 
 
-def scan_video(
+def scan_video_into(
     folder: RunFolder,
     video: VideoInput,
     *,
@@ -97,8 +98,6 @@ def scan_video(
     A result made with the same seeds, embedder, threshold and fps is returned
     as it is. A video that cannot be fetched or decoded is a failed result.
     """
-    from miners.scan import scan_video as scan
-
     seeds = folder.seeds_meta()
     if seeds is None:
         raise FileNotFoundError(f"{folder.root}: the seeds are not embedded yet (no seeds.json)")
@@ -107,7 +106,7 @@ def scan_video(
     previous = folder.load_scan(video.video_id)
     if previous is not None and previous.settings == settings:
         return previous
-    result = scan(
+    result = scan_video(
         video, index=_seed_index(str(folder.root)), embedder=get_embedder(embedder, device, batch_size),
         threshold=threshold, fps=fps, batch_size=batch_size, cache_dir=cache_dir or folder.downloads,
         fetch_timeout=fetch_timeout, max_height=max_height,
@@ -262,11 +261,6 @@ def filter_run(folder: RunFolder, shards: list[ShardPlan], setup: FilterSetup) -
     for shard, (recs, extra) in staged:
         folder.save_staged(shard, recs, dict(extra, run_filters=chain.stats()))
     return chain.stats()
-
-
-def write_shard(folder: RunFolder, shard: ShardPlan) -> dict[str, Any]:
-    """Write one staged shard: tar, parquet, then the stats file that marks it done."""
-    return folder.write_staged(shard)
 
 
 def all_scans(

@@ -13,7 +13,7 @@ from miners.videos import read_videos
 from runs.folder import RunFolder
 from runs.records import Ledger, Threshold
 from runs.seeds import embed_seed_chunk, merge_seed_chunks, plan_seeds
-from runs.stages import FilterSetup, plan_run, scan_video, stage_shard, write_shard
+from runs.stages import FilterSetup, plan_run, scan_video_into, stage_shard
 from synth.testmedia import write_image, write_video
 
 EMBEDDER = "miners.embedders:pixel_embedder"
@@ -64,7 +64,8 @@ def tiny_set(tmp_path, http_root):
 
 def _scan_all(folder, videos, threshold=0.6):
     return [
-        scan_video(folder, v, embedder=EMBEDDER, device="cpu", threshold=threshold) for v in videos
+        scan_video_into(folder, v, embedder=EMBEDDER, device="cpu", threshold=threshold)
+        for v in videos
     ]
 
 
@@ -104,7 +105,7 @@ def test_shards_after_downloads_are_gone_refetch_and_a_lost_source_fails_one_cli
                     clip_seconds=4.0, shard_size=10)  # fmt: skip
     (shard,) = plan.shards
     assert stage_shard(folder, shard, NO_FILTERS)["skipped"] is False
-    stats = write_shard(folder, shard)
+    stats = folder.write_staged(shard)
     assert stats["status"] == {"failed": 1, "ok": 1}
     side = pd.read_parquet(folder.shard_file(0, ".parquet")).set_index("video")
     assert side.loc[local, "status"] == "failed" and "not_found" in side.loc[local, "error"]
@@ -113,7 +114,7 @@ def test_shards_after_downloads_are_gone_refetch_and_a_lost_source_fails_one_cli
     assert not folder.staging(0).exists()  # the staging goes once the shard is written
     # rerun: the complete shard is neither staged nor written again
     assert stage_shard(folder, shard, NO_FILTERS)["skipped"] is True
-    assert write_shard(folder, shard)["skipped"] is True
+    assert folder.write_staged(shard)["skipped"] is True
     saved = json.loads(folder.path("plan.json").read_text())
     assert {c["key"] for c in saved["clips"]} == set(shard.keys)
     assert saved["threshold"] == {"threshold": 0.6, "basis": "given"}
