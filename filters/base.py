@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from shards.record import STATUS_DROPPED, STATUS_OK, ClipRecord
+from shards.record import STATUS_DROPPED, STATUS_FAILED, STATUS_OK, ClipRecord
 
 log = logging.getLogger(__name__)
 
@@ -260,8 +260,8 @@ class Filter:
         acted on when kept, before the next one is decoded. A filter whose scores
         compare clips with each other (a rank within a video, the nearest look-alike)
         overrides this to see every clip at once; it counts what it scores in
-        ``n_scored``, passes a record it cannot score to :meth:`score_failed` and
-        leaves it out. The order given back is the order drops are counted and
+        ``n_scored``, passes a record it cannot score to :meth:`score_failed` (which
+        fails it) and leaves it out. The order given back is the order drops are counted and
         examples listed in.
         """
         for record in records:
@@ -270,15 +270,18 @@ class Filter:
             else:
                 try:
                     self.score(record, context)
-                except Exception as e:  # a bad clip is data: log it, count it, go on
+                except Exception as e:  # a bad clip is data: it fails, the run goes on
                     self.score_failed(record, e)
                     continue
                 self.n_scored += 1
             yield record
 
     def score_failed(self, record: ClipRecord, error: Exception) -> None:
-        """Count and log a record that could not be scored; it is left as it is."""
+        """A record that could not be scored fails closed: it is marked ``failed`` with
+        ``error="filter NAME: ..."``, counted and logged, and never reaches a tar unjudged."""
         self.n_errors += 1
+        record.status, record.reason = STATUS_FAILED, None
+        record.error = f"filter {self.name}: {type(error).__name__}: {error}"
         log.warning("filter %s: cannot score %s: %s", self.name, record.key, error)
 
     def __call__(

@@ -66,7 +66,7 @@ class DedupFilter(Filter):
         for r in sorted(records, key=lambda r: (-r.similarity, r.key)):
             try:
                 vectors.append(self.embed(r, context))
-            except Exception as e:  # a bad clip is data: it just takes no part
+            except Exception as e:  # a bad clip is data: it fails and takes no part
                 self.score_failed(r, e)
                 continue
             clips.append(r)

@@ -117,7 +117,10 @@ def summary_lines(report: dict[str, Any], out: str) -> list[str]:
         reasons = ", ".join(f"{k} {n}" for k, n in sorted(report["filters"]["dropped"].items()))
         lines.append(f"  filtered out: {c['dropped']} clips ({reasons})")
     if c["failed"]:
-        lines.append(f"  clips failed to cut: {c['failed']} (see the shards' parquet files)")
+        lines.append(
+            f"  clips failed (cut, or a filter could not judge them): {c['failed']} "
+            "(see the error column of the shards' parquet files)"
+        )
     if v["failed"] or s["n_failed"]:
         lines.append(
             f"  {v['failed'] + s['n_failed']} input(s) failed: see {out}/videos.parquet "

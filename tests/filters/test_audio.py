@@ -38,9 +38,10 @@ def test_require_audio_drops_mute_clips(clips):
     assert rec.reason == "no_audio"
 
 
-def test_unreadable_flac_is_a_scoring_error(tmp_path, clips):
+def test_unreadable_flac_fails_the_clip_closed(tmp_path, clips):
     rec = make_clip(tmp_path, "broken", "testsrc2", seconds=1)
     open(rec.flac, "wb").write(b"not a flac")  # noqa: SIM115
     f = AudioFilter()
     f([rec])
-    assert rec.status == "ok" and f.stats()["errors"] == 1
+    assert rec.status == "failed" and f.stats()["errors"] == 1
+    assert rec.error.startswith("filter audio: ") and "broken" in rec.error

@@ -64,9 +64,11 @@ def test_scores_drops_counts_and_examples():
     failed = record("k-1")
     failed.status = "failed"
     out = f(recs + [failed])
-    assert [r.status for r in out] == ["ok", "dropped", "dropped", "ok", "failed"]
+    assert [r.status for r in out] == ["ok", "dropped", "dropped", "failed", "failed"]
     assert out[1].reason == "quiet" and out[1].scores == {"level": 3.0}
-    assert out[3].scores == {}  # a scoring error sets nothing, keeps the record, and goes on
+    # a scoring error fails closed: the clip is failed with the filter's name, the run goes on
+    assert out[3].scores == {} and out[3].reason is None
+    assert out[3].error.startswith("filter loudness: ")
     assert failed.scores == {}  # only ok records are scored
     stats = f.stats()
     assert (stats["scored"], stats["errors"], stats["dropped"]) == (3, 1, {"quiet": 2})

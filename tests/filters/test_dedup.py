@@ -78,9 +78,12 @@ def test_greedy_from_the_best_and_verdicts_from_the_scores():
     assert {r.key for r in recs if "dup_similarity" in r.scores} == {"b"}
     assert all("dup_max_similarity" in r.scores for r in recs if r.key != "e")
     assert f.stats()["scored"] == 4 and f.stats()["errors"] == 1
+    e = next(r for r in recs if r.key == "e")
+    assert e.status == "failed" and e.error.startswith("filter dedup: ")
     assert all(f.drop_reason(r.scores) == r.reason for r in recs if r.key != "e")
     # a stricter threshold over the reopened clips: no stale verdict survives
     again = DedupFilter(threshold=0.99)
     again(reset_drops(recs), ctx)
     assert {r.key: r.reason for r in recs} == {k: None for k in verdicts}
+    assert e.status == "failed"  # a failed clip stays failed: it is never judged again
     assert not any("dup_similarity" in r.scores for r in recs)

@@ -153,3 +153,30 @@ def test_seeds_embedded_in_chunks_equal_one_pass(tiny_set, tmp_path):
     assert list(a["row"]) == [0, 1, -1] and list(a["status"]) == ["ok", "ok", "failed"]
     assert not chunked.seed_chunk_dir.exists()  # chunks removed once merged
     assert plan_seeds(chunked, str(seeds), embedder=EMBEDDER, device="cpu").reuse is not None
+
+
+def test_a_filter_that_raises_fails_the_clip_and_keeps_it_out_of_the_tar(
+    tiny_set, tmp_path, monkeypatch
+):
+    from filters.motion import MotionFilter
+    from shards.reader import iter_samples
+
+    def broken(self, record, context):
+        raise RuntimeError("no frames today")
+
+    monkeypatch.setattr(MotionFilter, "compute", broken)
+    spec = tmp_path / "motion.yaml"
+    spec.write_text("filters:\n  - name: motion\n")
+    folder, videos = tiny_set
+    scans = _scan_all(folder, videos[:1])
+    plan = plan_run(folder, scans, ledger=Ledger(), threshold=Threshold(0.6, "given"),
+                    clip_seconds=4.0, shard_size=10)  # fmt: skip
+    (shard,) = plan.shards
+    stage_shard(folder, shard, FilterSetup(str(spec)))
+    stats = folder.write_staged(shard)
+    assert stats["status"] == {"failed": 1}
+    assert stats["filters"]["filters"]["motion"]["errors"] == 1
+    row = pd.read_parquet(folder.shard_file(0, ".parquet")).iloc[0]
+    assert row["status"] == "failed" and pd.isna(row["reason"])
+    assert row["error"] == "filter motion: RuntimeError: no frames today"
+    assert list(iter_samples(folder.shard_file(0, ".tar"))) == []  # nothing unjudged in the tar
