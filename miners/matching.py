@@ -1,13 +1,20 @@
 """From (frame, seed, similarity) hits to clip windows with transferred captions.
 
-VideoCC3M's rule, kept simple and deterministic:
+VideoCC3M's rule, made to keep each clip inside the scene that matched:
 
-* consecutive matching frames of one (seed, video) form a segment; its peak is
-  the best frame; each (seed, video) keeps only its best segment;
+* consecutive matching frames of one (seed, video) form a segment (its
+  *matching run*); its peak is the best frame; each (seed, video) keeps only its
+  best segment;
 * each seed keeps at most ``max_clips_per_seed`` videos, best first;
-* a clip is ``clip_seconds`` centred on the peak, shifted to stay inside the video;
-* windows of one video that overlap by at least ``merge_overlap`` of their
-  length become one clip carrying several captions, best first.
+* the scan finds the shot holding each peak (hard cuts around it, see
+  :func:`miners.scan.scan_video`); a window holds the peak, covers as much of the
+  matching run as ``clip_seconds`` allows, and never reaches past the shot's
+  edges: a shot shorter than ``clip_seconds`` gives a shorter clip (the ``shots``
+  filter drops one under ``min_clip_seconds``), never one padded with the next
+  scene (:func:`place_window`);
+* two matches of one video share a clip (several captions, best first) only when
+  they lie in the same shot or their matching runs overlap, and their windows
+  overlap by at least ``merge_overlap``; otherwise each gets its own clip.
 """
 
 from __future__ import annotations
@@ -33,9 +40,25 @@ class Candidate:
     seg_start: float  # first matching frame, seconds
     seg_end: float  # last matching frame, seconds
     n_frames: int  # matching frames in the segment
+    # the shot holding the peak, seconds; None: not known (then the whole video)
+    shot_start: float | None = None
+    shot_end: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def shot(self) -> tuple[float, float] | None:
+        if self.shot_start is None or self.shot_end is None:
+            return None
+        return self.shot_start, self.shot_end
+
+    def same_scene(self, other: Candidate, tol: float = 1e-3) -> bool:
+        """True when both peaks lie in one known shot, or the two matching runs overlap."""
+        a, b = self.shot, other.shot
+        if a is not None and b is not None and abs(a[0] - b[0]) <= tol and abs(a[1] - b[1]) <= tol:
+            return True
+        return max(self.seg_start, other.seg_start) <= min(self.seg_end, other.seg_end)
 
 
 class HitAccumulator:
@@ -82,12 +105,30 @@ def _segments(hits: list[tuple[int, float, float]]) -> Iterable[list[tuple[int, 
     yield seg
 
 
-def clip_window(peak: float, clip_seconds: float, duration: float) -> tuple[float, float]:
-    """``clip_seconds`` centred on ``peak``, shifted to lie inside [0, duration]."""
-    if duration <= clip_seconds:
-        return 0.0, float(duration)
-    start = min(max(peak - clip_seconds / 2, 0.0), duration - clip_seconds)
-    return float(start), float(start + clip_seconds)
+def place_window(candidate: Candidate, clip_seconds: float, duration: float) -> tuple[float, float]:
+    """The clip window of ``candidate``: inside its shot, holding its peak, covering as much
+    of its matching run as ``clip_seconds`` allows.
+
+    The window is ``clip_seconds`` long, or the whole shot when the shot is
+    shorter. A matching run that fits is centred in the window (context on both
+    sides); a longer run holds the window, centred on the peak as far as the run
+    allows. Without a known shot the shot is the whole video.
+    """
+    lo_edge, hi_edge = 0.0, float(duration)
+    if candidate.shot is not None:
+        lo_edge = max(lo_edge, candidate.shot[0])
+        hi_edge = min(hi_edge, candidate.shot[1])
+    peak = min(max(candidate.peak_time, lo_edge), hi_edge)
+    length = min(clip_seconds, hi_edge - lo_edge)
+    run_a = max(candidate.seg_start, lo_edge)
+    run_b = min(max(candidate.seg_end, run_a), hi_edge)
+    if run_b - run_a <= length:
+        target = (run_a + run_b) / 2 - length / 2
+    else:
+        target = min(max(peak - length / 2, run_a), run_b - length)
+    # hold the peak and stay in the shot; these bounds always leave room (peak is in the shot)
+    start = min(max(target, lo_edge, peak - length), min(hi_edge - length, peak))
+    return float(start), float(start + length)
 
 
 def limit_per_seed(
@@ -133,25 +174,30 @@ def select_clips(
 
 
 def _merge_video(cands, video_id, info, seeds, clip_seconds, merge_overlap) -> list[ClipRecord]:
-    records: list[ClipRecord] = []
+    """One video's candidates, best first, as clips: each joins an earlier clip of the same
+    scene whose window it overlaps enough, or starts its own."""
+    homes: list[tuple[Candidate, ClipRecord]] = []
     for c in cands:
-        start, end = clip_window(c.peak_time, clip_seconds, info["duration"])
+        start, end = place_window(c, clip_seconds, info["duration"])
         seed_id, caption = seeds[c.seed_row]
         cap = Caption(
             seed_id=seed_id, caption=caption, similarity=c.similarity, match_time=c.peak_time
         )
-        home = next((r for r in records if _overlap(r, start, end) >= merge_overlap), None)
+        home = next(
+            (r for first, r in homes
+             if first.same_scene(c) and _overlap(r, start, end) >= merge_overlap),
+            None,
+        )  # fmt: skip
         if home is not None:
             home.captions.append(cap)
             continue
-        records.append(
-            ClipRecord(
-                key=clip_key(video_id, start), video=info["video"], video_id=video_id,
-                start=start, end=end, match_time=c.peak_time, similarity=c.similarity,
-                captions=[cap], source=dict(info.get("source", {})),
-            )
+        record = ClipRecord(
+            key=clip_key(video_id, start), video=info["video"], video_id=video_id,
+            start=start, end=end, match_time=c.peak_time, similarity=c.similarity,
+            captions=[cap], source=dict(info.get("source", {})),
         )  # fmt: skip
-    return sorted(records, key=lambda r: r.start)
+        homes.append((c, record))
+    return sorted((r for _, r in homes), key=lambda r: r.start)
 
 
 def _overlap(record: ClipRecord, start: float, end: float) -> float:
