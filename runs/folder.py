@@ -96,6 +96,15 @@ class RunFolder:
             return None
         return SeedsMeta.from_dict(json.loads(self.path("seeds.json").read_text()))
 
+    def mined_with(self) -> str | None:
+        """The embedder spec the run's seeds were embedded with (``seeds.json``), or None.
+
+        Read on its own: a run copied without its seed arrays still says what it used.
+        """
+        if not self.path("seeds.json").exists():
+            return None
+        return json.loads(self.path("seeds.json").read_text()).get("embedder")
+
     def save_seeds_meta(self, meta: SeedsMeta) -> None:
         atomic_write_json(self.path("seeds.json"), meta.to_dict())
 

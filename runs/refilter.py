@@ -80,9 +80,9 @@ def refilter(src: str | Path, dst: str | Path, setup: FilterSetup) -> dict[str, 
     if target.root.resolve() == source.root.resolve():
         raise ValueError("refilter writes a new run: --out must differ from the source run")
     setup.chains()  # an unknown filter or parameter is an error before any work
-    mined_with = source.seeds_meta()
+    mined_with = source.mined_with()
     if setup.embedder is None and mined_with is not None:
-        setup = dataclasses.replace(setup, embedder=mined_with.embedder)
+        setup = dataclasses.replace(setup, embedder=mined_with)
     target.shard_dir.mkdir(parents=True, exist_ok=True)
     shards = []
     for tar in tars:
