@@ -78,6 +78,7 @@ def scan_video_task(video: VideoInput, params: MineParams, threshold: float) -> 
         _folder(params), video, embedder=params.embedder, device=params.device,
         threshold=threshold, fps=params.fps, batch_size=params.batch_size,
         cache_dir=_cache_dir(params), fetch_timeout=params.fetch_timeout, max_height=params.max_height,
+        clip_seconds=params.clip_seconds,
     )  # fmt: skip
 
 

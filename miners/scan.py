@@ -8,6 +8,7 @@ folder's business (:mod:`runs.stages`).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from media import MediaError
+from media.cuts import detect_cuts, shot_at
 from media.probe import probe
 from miners.embedders import Embedder
 from miners.fetch import Fetched, FetchError, fetch_video, remove_download
@@ -77,8 +79,15 @@ def scan_video(
     cache_dir: Path,
     fetch_timeout: float = 120.0,
     max_height: int = 360,
+    shot_context: float = 10.0,
 ) -> ScanResult:
-    """Fetch ``video``, sample and embed its frames at ``fps``, and find its seed candidates.
+    """Fetch ``video``, sample and embed its frames at ``fps``, find its seed candidates,
+    and the shot holding each candidate's peak.
+
+    Shots are looked for ``shot_context`` seconds (the longest clip) either side
+    of each matching run, so a window placed from them never reaches past a cut
+    (:func:`miners.matching.place_window`). A video whose shots cannot be read
+    fails: no clip of it goes on with its scene unknown.
 
     A download that matched nothing is deleted at once (there is nothing to
     cut from it); one that matched is kept for cutting.
@@ -95,8 +104,14 @@ def scan_video(
         _match_frames(result, fetched.path, index, embedder, threshold, fps, batch_size)
         result.timings["decode"] = time.monotonic() - t0 - result.timings["fetch"]
         result.timings["decode"] -= result.timings["embed"]
+        ts = time.monotonic()
+        _find_shots(result, fetched.path, shot_context)
+        result.timings["shots"] = time.monotonic() - ts
     except FetchError as e:
         result.status, result.error = STATUS_FAILED, f"fetch {e}"
+    except ShotError as e:
+        result.status, result.error = STATUS_FAILED, f"shots: {e}"
+        result.candidates = []
     except MediaError as e:
         result.status, result.error = STATUS_FAILED, f"decode: {e}"
     if fetched is not None and fetched.downloaded and not result.candidates:
@@ -138,3 +153,34 @@ def _match_frames(
     result.n_frames, result.n_matches = len(times), acc.n_hits
     result.candidates = acc.candidates(result.video_id)
     result.timings["embed"] = t_embed
+
+
+class ShotError(MediaError):
+    """The cuts around a match could not be read."""
+
+
+def _find_shots(result: ScanResult, path: Path, context: float) -> None:
+    """Give each candidate the shot holding its peak: hard cuts are looked for in
+    ``context`` seconds around its matching run (overlapping spans decoded once)."""
+    if not result.candidates:
+        return
+    end_of_video = result.duration or max(c.seg_end for c in result.candidates) + context
+    spans: list[list[float]] = []
+    for c in sorted(result.candidates, key=lambda c: c.seg_start):
+        a, b = max(0.0, c.seg_start - context), min(end_of_video, c.seg_end + context)
+        if spans and a <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], b)
+        else:
+            spans.append([a, b])
+    cuts: list[tuple[float, float, list[float]]] = []
+    for a, b in spans:
+        try:
+            cuts.append((a, b, detect_cuts(path, a, b)))
+        except MediaError as e:
+            raise ShotError(f"{path} [{a:.2f}, {b:.2f}] s: {e}") from e
+    placed = []
+    for c in result.candidates:
+        a, b, found = next(s for s in cuts if s[0] <= c.peak_time <= s[1])
+        shot = shot_at(c.peak_time, found, a, b)
+        placed.append(dataclasses.replace(c, shot_start=shot[0], shot_end=shot[1]))
+    result.candidates = placed

@@ -92,24 +92,27 @@ def scan_video_into(
     cache_dir: Path | None = None,
     fetch_timeout: float = 120.0,
     max_height: int = 360,
+    clip_seconds: float = 10.0,
 ) -> ScanResult:
     """Scan one video against the run's seed index and keep the result in ``OUT/scans/``.
 
-    A result made with the same seeds, embedder, threshold and fps is returned
-    as it is. A video that cannot be fetched or decoded is a failed result.
+    Shots are looked for ``clip_seconds`` around each match (a window is never
+    longer). A result made with the same seeds, embedder, threshold, fps and
+    shot span is returned as it is. A video that cannot be fetched or decoded is
+    a failed result.
     """
     seeds = folder.seeds_meta()
     if seeds is None:
         raise FileNotFoundError(f"{folder.root}: the seeds are not embedded yet (no seeds.json)")
     settings = {"embedder": embedder, "threshold": threshold, "fps": fps,
-                "seeds": seeds.fingerprint}  # fmt: skip
+                "seeds": seeds.fingerprint, "shot_context": clip_seconds}  # fmt: skip
     previous = folder.load_scan(video.video_id)
     if previous is not None and previous.settings == settings:
         return previous
     result = scan_video(
         video, index=_seed_index(str(folder.root)), embedder=get_embedder(embedder, device, batch_size),
         threshold=threshold, fps=fps, batch_size=batch_size, cache_dir=cache_dir or folder.downloads,
-        fetch_timeout=fetch_timeout, max_height=max_height,
+        fetch_timeout=fetch_timeout, max_height=max_height, shot_context=clip_seconds,
     )  # fmt: skip
     result.settings = settings
     folder.save_scan(result)
