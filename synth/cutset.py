@@ -168,40 +168,37 @@ PAIRS = [
 ]  # fmt: skip
 
 
-def _frames(side: str, n: int) -> list[np.ndarray]:
-    return list(SIDES[side][1](n))
+def write_pair(path: str | Path, left: str, right: str | None = None) -> tuple[Path, float]:
+    """Side ``left`` then side ``right`` of :data:`SIDES` (``right`` None: ``left`` alone, for
+    twice as long, no cut) into ``path``: (path, cut time in seconds)."""
+    n = int(round(SIDE_SECONDS * FPS))
+    frames = list(SIDES[left][1](2 * n if right is None else n))
+    if right is not None:
+        frames += list(SIDES[right][1](n))
+    path = encode_frames(path, frames, fps=FPS, width=WIDTH, height=HEIGHT, crf=23)
+    return path, n / FPS
 
 
 def write_cut_pairs(folder: str | Path) -> list[tuple[Path, float, str]]:
     """Write every pair of :data:`PAIRS` into ``folder``: (path, cut time in seconds, kind)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    n = int(round(SIDE_SECONDS * FPS))
     out = []
     for left, right in PAIRS:
-        kind = f"{SIDES[left][0]}|{SIDES[right][0]}"
-        path = folder / f"cut_{left}__{right}.mp4"
-        if not path.exists():
-            frames = _frames(left, n) + _frames(right, n)
-            encode_frames(path, frames, fps=FPS, width=WIDTH, height=HEIGHT, crf=23)
-        out.append((path, n / FPS, kind))
+        path, cut = write_pair(folder / f"cut_{left}__{right}.mp4", left, right)
+        out.append((path, cut, f"{SIDES[left][0]}|{SIDES[right][0]}"))
     return out
 
 
-def write_single_sides(folder: str | Path, seconds: float = 4.0) -> list[tuple[Path, str]]:
-    """Each generated side alone for ``seconds`` (real ones as long as they stay one shot):
-    (path, kind), where no cut lies."""
+def write_single_sides(folder: str | Path) -> list[tuple[Path, str]]:
+    """Each generated side alone for 2 x :data:`SIDE_SECONDS`, where no cut lies: (path, kind).
+    Real sides are left out: real shots are measured on the real files themselves."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     out = []
-    for name, (kind, side) in SIDES.items():
-        if name.startswith("real_"):
-            continue  # real shots are measured on the real files themselves
-        path = folder / f"one_{name}.mp4"
-        if not path.exists():
-            frames = list(side(int(round(seconds * FPS))))
-            encode_frames(path, frames, fps=FPS, width=WIDTH, height=HEIGHT, crf=23)
-        out.append((path, kind))
+    for name, (kind, _side) in SIDES.items():
+        if not name.startswith("real_"):
+            out.append((write_pair(folder / f"one_{name}.mp4", name)[0], kind))
     return out
 
 
@@ -236,7 +233,7 @@ def cut_detection_figures(folder: str | Path, **tuning: float) -> dict:
     for path, _kind in write_single_sides(folder / "single"):
         found = detect_cuts(path, **tuning)
         false_gen += len(found)
-        gen_seconds += 4.0
+        gen_seconds += 2 * SIDE_SECONDS
         false_where += [f"{path.stem}@{t:.2f}" for t in found]
     return {
         "recall": round(sum(hits) / len(hits), 4),
