@@ -11,12 +11,11 @@ PYTEST_ARGS ?=
 
 install: system-deps $(STAMP)
 
-# ffmpeg decodes and cuts; libgl1 and libglib2.0-0 are what OpenCV (PySceneDetect) loads.
+# ffmpeg decodes, cuts and finds the hard cuts.
 system-deps:
-	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null && \
-		ldconfig -p | grep -q 'libGL.so.1 ' && ldconfig -p | grep -q 'libglib-2.0.so.0 ' || \
-		{ echo "installing ffmpeg, libgl1, libglib2.0-0 (Debian packages)"; $(SUDO) apt-get update -q && \
-		  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q ffmpeg libgl1 libglib2.0-0; }
+	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || \
+		{ echo "installing ffmpeg (Debian package)"; $(SUDO) apt-get update -q && \
+		  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q ffmpeg; }
 
 # The voice-activity test speaks its own test sentence with espeak-ng.
 test-deps:

@@ -1,6 +1,7 @@
 """Shot boundaries: a clip should be one shot.
 
-PySceneDetect's ContentDetector finds hard cuts in the clip's mp4. A window
+:func:`media.cuts.detect_cuts` finds hard cuts in the clip's mp4 (whatever lies
+on either side of them: noise, fast texture, a busy or a calm shot). A window
 that crosses a cut is shrunk to the shot holding the match (the frame the
 caption was transferred to), and the clip's media are re-cut to it through
 the context's ``recut`` hook; when that shot is shorter than
@@ -18,22 +19,13 @@ import logging
 
 from filters.base import Filter, FilterContext
 from media import MediaError
+from media.cuts import detect_cuts, shot_at
+from media.probe import duration
 from shards.record import STATUS_FAILED, ClipRecord
 
 log = logging.getLogger(__name__)
 
 SNAP = 0.05  # seconds: a window this close to the shot is already the shot
-
-
-def shot_bounds(mp4: str, threshold: float, min_scene_seconds: float) -> list[tuple[float, float]]:
-    """(start, end) seconds of each shot of ``mp4``, covering the whole clip."""
-    from scenedetect import ContentDetector, detect
-
-    # It says "Detecting scenes..." at INFO for every clip: noise in a mining log.
-    logging.getLogger("pyscenedetect").setLevel(logging.WARNING)
-    detector = ContentDetector(threshold=threshold, min_scene_len=f"{min_scene_seconds}s")
-    scenes = detect(mp4, detector, start_in_scene=True)
-    return [(a.seconds, b.seconds) for a, b in scenes]
 
 
 class ShotsFilter(Filter):
@@ -42,23 +34,33 @@ class ShotsFilter(Filter):
 
     # seconds: the shot holding the match must last this long; else crosses_cut
     min_clip_seconds: float = 3.0
-    threshold: float = 27.0  # ContentDetector's own default (HSV change score, 0-255)
-    min_scene_seconds: float = 0.5  # seconds: a flash shorter than this is not a shot
+    # The cut detector's tuning (media.cuts.DEFAULTS; its module doc says what each weighs).
+    fps: float = 25.0  # frames a second decoded (the clip's own rate when lower)
+    window: int = 4  # frames on each side whose median change is the typical change
+    ratio: float = 3.0  # a cut changes at least this many times the typical change
+    thumb_floor: float = 10.0  # grey levels (0-255): least change of the 16x9 colour thumbnail
+    hist_floor: float = 0.3  # total variation (0-1): least change of the colour histograms
+    min_gap: float = 0.2  # seconds: of two cuts closer than this, the stronger one is kept
 
     def validate(self) -> None:
-        if self.min_clip_seconds < 0:
-            self.fail("min_clip_seconds", "must be >= 0")
+        for name in ("min_clip_seconds", "thumb_floor", "hist_floor", "min_gap"):
+            if getattr(self, name) < 0:
+                self.fail(name, "must be >= 0")
+        for name in ("fps", "window", "ratio"):
+            if getattr(self, name) <= 0:
+                self.fail(name, "must be > 0")
 
     def compute(self, record: ClipRecord, context: FilterContext) -> dict[str, float]:
         if not record.mp4:
             raise MediaError(f"{record.key}: no mp4")
-        shots = shot_bounds(record.mp4, self.threshold, self.min_scene_seconds)
-        if not shots:
-            raise MediaError(f"{record.key}: scenedetect read no frame")
-        at = record.match_time - record.start
-        holding = next((s for s in shots if s[0] <= at < s[1]), shots[-1] if at >= 0 else shots[0])
+        seconds = duration(record.mp4)
+        cuts = detect_cuts(
+            record.mp4, 0.0, seconds, fps=self.fps, window=self.window, ratio=self.ratio,
+            thumb_floor=self.thumb_floor, hist_floor=self.hist_floor, min_gap=self.min_gap,
+        )  # fmt: skip
+        holding = shot_at(record.match_time - record.start, cuts, 0.0, seconds)
         return {
-            "n_cuts": float(len(shots) - 1),
+            "n_cuts": float(len(cuts)),
             "shot_start": record.start + holding[0],
             "shot_end": record.start + holding[1],
         }

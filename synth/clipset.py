@@ -150,8 +150,9 @@ class ClipSpec:
 
 # Moving sources, (lavfi source, flip), each a layout of its own so that no two good
 # clips look alike. Left out: sierpinski and scrolling cellauto (a global shift
-# explains their motion: pan_still, rightly), gradients (flat once grey), fast
-# mandelbrot zooms (scenedetect sees a cut) and slow ones (under a grey level a frame).
+# explains their motion: pan_still, rightly), gradients (flat once grey), the fastest
+# mandelbrot zooms (end_pts 1-2 s: media.cuts sees a cut as the zoom runs out) and slow
+# ones (under a grey level a frame).
 MOVING = [
     ("testsrc2", "null"),
     ("life=seed=1:ratio=0.2", "null"),
@@ -165,9 +166,10 @@ MOVING = [
     ("testsrc", "vflip"),
 ]
 
-# Cuts join sources of MOVING (by index) that are not life: every life frame changes
-# as much as a cut does (HSV delta about 40 > 27), and ContentDetector's flash filter
-# merges a run of such frames into one event, so a cut next to life goes unseen.
+# Cuts join sources of MOVING (by index) that are not life. PySceneDetect, the shots
+# filter's first detector, missed a cut next to life (every life frame changed as much
+# as a cut). media.cuts finds those; life's first step from its random start can
+# itself read as a cut (seed 5, ratio 0.5: at 0.1 s, as a lone untinted clip).
 GOOD_CUTS = {3: 7, 9: 2}  # good clip -> the source of its short unmatched shot
 CUTS = [(0, 7), (2, 9), (3, 6), (7, 0)]  # (matched source, the other) of the cut clips
 

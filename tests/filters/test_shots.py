@@ -7,6 +7,8 @@ import pytest
 from filters.base import FilterContext
 from filters.shots import ShotsFilter
 from media.probe import duration
+from shards.record import ClipRecord
+from synth.cutset import write_pair
 from tests.filters import make_clip
 
 
@@ -62,3 +64,27 @@ def test_default_recut_replaces_media_in_place(tmp_path):
     assert rec.mp4 == str(tmp_path / "inplace.mp4")
     assert (rec.start, rec.end) == pytest.approx((4.0, 8.0), abs=0.11)
     assert duration(rec.mp4) == pytest.approx(4.0, abs=0.15)
+
+
+@pytest.mark.parametrize(
+    "left, right",
+    [("noise_grey", "gradient_grey_h"), ("checker_grey", "noise_grey")],  # noise|calm, busy|busy
+)
+def test_cut_next_to_busy_footage_is_found(tmp_path, left, right):
+    # PySceneDetect's ContentDetector missed these (its flash filter merged them into the noise)
+    mp4, cut = write_pair(tmp_path / "busy.mp4", left, right)  # 4 s, cut at 2 s
+    rec = ClipRecord(key="busy", video="v.mp4", video_id="v", start=20.0, end=24.0,
+                     match_time=23.0, similarity=0.9, mp4=str(mp4))  # fmt: skip
+    calls = []
+    ShotsFilter(min_clip_seconds=1.5)(
+        [rec], FilterContext(recut=lambda r, s, e: calls.append((s, e)))
+    )
+    assert rec.status == "ok" and rec.scores["n_cuts"] == 1.0
+    assert calls == [pytest.approx((20.0 + cut, 24.0), abs=0.09)]
+
+
+def test_detector_tuning_is_checked():
+    assert ShotsFilter(ratio=2.0, thumb_floor=5.0, window=3).ratio == 2.0
+    for bad in ({"ratio": 0.0}, {"window": 0}, {"hist_floor": -0.1}, {"fps": 0.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            ShotsFilter(**bad)
