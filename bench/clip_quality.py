@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))  # this checkout's packages, synth/ (the set) amon
 import pandas as pd  # noqa: E402
 
 from synth.cutset import cut_detection_figures  # noqa: E402
-from synth.qualityset import make_quality_set, judge  # noqa: E402
+from synth.qualityset import judge, make_quality_set  # noqa: E402
 
 EMBEDDER = "miners.embedders:pixel_embedder"
 THRESHOLD = 0.8  # a seed's own footage scores 0.9-1.0 under the pixel embedder; others < 0.6
@@ -86,8 +86,11 @@ def run(folder: Path, keep: bool) -> None:
                 "clips": report["clips"],
                 "dropped": report["filters"]["dropped"],
                 "misses": figures["misses"],
-                "seconds": {"make_set": round(t_make, 1), "capmine_mine": round(t_mine, 1),
-                            "cut_detection": round(t_cuts, 1)},  # fmt: skip
+                "seconds": {
+                    "make_set": round(t_make, 1),
+                    "capmine_mine": round(t_mine, 1),
+                    "cut_detection": round(t_cuts, 1),
+                },  # fmt: skip
                 "folder": str(folder) if keep else None,
             },
             indent=2,

@@ -9,6 +9,7 @@ type or a resize rule is decided once.
 * :mod:`media.images`: image decoding and the one resize rule (shorter side, centre crop);
 * :mod:`media.audio`: any audio as mono float samples at 16 kHz;
 * :mod:`media.video`: frames of a short clip, and trimming one;
+* :mod:`media.cuts`: hard cuts in a stretch of video, busy footage or not;
 * :mod:`media.tars`: WebDataset samples grouped from a tar.
 """
 

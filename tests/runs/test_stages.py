@@ -75,6 +75,8 @@ def test_scan_finds_the_planted_span_and_manages_downloads(tiny_set):
     for scan in (local, remote):
         (c,) = scan.candidates
         assert 4.0 <= c.peak_time < 8.0 and c.seg_start >= 4.0 and c.seg_end < 8.0
+        # the shot holding the match: the picture's 4 s between two hard cuts
+        assert c.shot == pytest.approx((4.0, 8.0), abs=0.21)
     assert remote.downloaded and remote.local_path  # kept: it has a clip to cut
     assert blank.candidates == [] and blank.local_path is None  # removed at once
     assert not list(folder.downloads.glob("blank*"))
@@ -180,3 +182,17 @@ def test_a_filter_that_raises_fails_the_clip_and_keeps_it_out_of_the_tar(
     assert row["status"] == "failed" and pd.isna(row["reason"])
     assert row["error"] == "filter motion: RuntimeError: no frames today"
     assert list(iter_samples(folder.shard_file(0, ".tar"))) == []  # nothing unjudged in the tar
+
+
+def test_a_video_whose_shots_cannot_be_read_fails_closed(tiny_set, monkeypatch):
+    import miners.scan
+    from media import MediaError
+
+    def unreadable(path, start=0.0, end=None, **kw):
+        raise MediaError(f"{path}: moov atom not found")
+
+    monkeypatch.setattr(miners.scan, "detect_cuts", unreadable)
+    folder, videos = tiny_set
+    (scan,) = _scan_all(folder, videos[:1])
+    assert scan.status == "failed" and scan.error.startswith("shots: ")
+    assert "moov atom not found" in scan.error and scan.candidates == []
