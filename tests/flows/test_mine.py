@@ -103,13 +103,20 @@ def test_unplanted_seeds_give_no_clip(mined):
 
 
 def test_clip_windows_and_media(mined):
-    out, _, _, params, _ = mined
+    out, manifest, _, params, _ = mined
     samples = _samples(out)
     assert samples
-    for s in samples[:4]:
+    spans = {(p["seed_id"], p["video"]): (p["start"], p["end"]) for p in manifest["planted"]}
+    for s in samples:
         meta = json.loads(s["json"])
         assert meta["start"] <= meta["match_time"] <= meta["end"]
-        assert meta["end"] - meta["start"] == pytest.approx(params.clip_seconds, abs=0.01)
+        # the window is the planted scene, or clip_seconds of it: never the filler beside it
+        a, b = spans[(meta["captions"][0]["seed_id"], meta["video"])]
+        length = meta["end"] - meta["start"]
+        assert a - 0.1 <= meta["start"] and meta["end"] <= b + 0.1, (meta, a, b)
+        assert min(params.clip_seconds, b - a) - 0.25 <= length <= params.clip_seconds + 0.01
+    for s in samples[:4]:
+        meta = json.loads(s["json"])
         assert {"mp4", "jpg", "txt", "json"} <= set(s) and s["jpg"][:2] == b"\xff\xd8"
         assert ("flac" in s) == meta["source"]["has_audio"]
     side = pd.concat(pd.read_parquet(p) for p in sorted((out / "shards").glob("*.parquet")))
