@@ -10,6 +10,10 @@ runs anywhere), and prints one JSON object:
   clip's time inside the shot (goal >= 0.95);
 * ``defects_dropped``: the share of defects dropped with the right reason
   (``static``, ``pan_still``, ``silent``, ``crosses_cut``; goal >= 0.95);
+* ``baseline_centred_windows_inside``: on the same matches, the share of real
+  shots whose window would lie 0.9 inside the shot had it been ``clip_seconds``
+  centred on the peak (VideoCC3M's rule, capmine's before windows were placed
+  inside the shot);
 * ``cut_detection``: recall on generated hard cuts (busy|busy, busy|calm,
   calm|busy, calm|calm) and real ones, and false cuts per minute of real
   single-shot footage (:mod:`synth.cutset`);
@@ -80,6 +84,7 @@ def run(folder: Path, keep: bool) -> None:
                 "defects_dropped": figures["defects_dropped"],
                 "defects_by_kind": figures["defects_by_kind"],
                 "kept_real_clips_inside": figures["kept_real_clips_inside"],
+                "baseline_centred_windows_inside": figures["centred_windows_inside"],
                 "n_real_shots": figures["n_real_shots"],
                 "n_defects": figures["n_defects"],
                 "cut_detection": cuts,

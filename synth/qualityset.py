@@ -29,9 +29,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from media.ffmpeg import FFMPEG, run
+from synth.kenburns import real_photo, write_ken_burns
 from synth.realclips import real_clip
 
 WIDTH, HEIGHT, FPS, AUDIO_RATE = 320, 180, 25, 44100
@@ -134,20 +133,9 @@ def _noise_piece(out: Path, seed: str, seconds: float) -> None:
              "-t", f"{seconds}", *_OUT, str(out)], out)  # fmt: skip
 
 
-def photo(clip: str, t: float) -> np.ndarray:
-    """A frame of a real clip at ``t`` seconds, at its own size: a photo to hold or move over."""
-    src = real_clip(clip).path
-    w, h = real_clip(clip).width, real_clip(clip).height
-    raw = run([FFMPEG, "-v", "error", "-ss", f"{t}", "-i", str(src), "-frames:v", "1",
-               "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], what=src, timeout=TIMEOUT)  # fmt: skip
-    return np.frombuffer(raw, np.uint8).reshape(h, w, 3).copy()
-
-
 def _still_piece(out: Path, kind: str, clip: str, t: float, seconds: float) -> None:
-    from synth.kenburns import write_ken_burns
-
     move = "still" if kind == "frozen" else kind
-    write_ken_burns(out, photo(clip, t), seconds=seconds, move=move, fps=FPS, width=WIDTH,
+    write_ken_burns(out, real_photo(clip, t), seconds=seconds, move=move, fps=FPS, width=WIDTH,
                     height=HEIGHT, tone_hz=None)  # fmt: skip
     # the move's own sound is replaced by the set's ambience, like every other piece
     tmp = out.with_suffix(".tmp.mp4")
@@ -221,9 +209,14 @@ def make_quality_set(root: str | Path, videos: dict[str, list[str]] | None = Non
     return qs
 
 
-def judge(placed: list[Placed], clips: list[dict]) -> dict:
+def judge(placed: list[Placed], clips: list[dict], clip_seconds: float = 10.0) -> dict:
     """Figures of a mined quality set: ``clips`` are parquet rows (video, start, end,
-    match_time, status, reason), judged by the piece their match lies in."""
+    match_time, status, reason), judged by the piece their match lies in.
+
+    ``centred_windows_inside`` is the baseline on the same matches: the share of
+    real-shot clips whose window, had it been ``clip_seconds`` centred on the
+    peak (VideoCC3M's rule), would have lain at least :data:`PURE` in the shot.
+    """
     by_piece: dict[tuple[str, float], list[dict]] = {}
     where = {}
     for c in clips:
@@ -233,12 +226,17 @@ def judge(placed: list[Placed], clips: list[dict]) -> dict:
         if p is not None:
             by_piece.setdefault((p.video, p.start), []).append(c)
             where[c["key"]] = p
-    real, defects = [], []
+    ends = {}
+    for p in placed:
+        ends[p.video] = max(ends.get(p.video, 0.0), p.end)
+    real, defects, centred = [], [], []
     for p in placed:
         got = by_piece.get((p.video, p.start), [])
         if p.kind == "real_shot":
             kept = [c for c in got if c["status"] == "ok"]
             inside = [_inside(c, p) for c in kept]
+            # the same matches under VideoCC3M's window: clip_seconds centred on the peak
+            centred += [_inside(_centred(c, ends[p.video], clip_seconds), p) for c in got]
             real.append({"video": p.video, "piece": p.piece, "kept": len(kept),
                          "inside": [round(x, 3) for x in inside],
                          "pure": bool(kept) and min(inside) >= PURE,
@@ -254,6 +252,7 @@ def judge(placed: list[Placed], clips: list[dict]) -> dict:
     return {
         "purity": _share([r["pure"] for r in real]),
         "kept_real_clips_inside": _share([x >= PURE for x in kept_real]),
+        "centred_windows_inside": _share([x >= PURE for x in centred]),
         "defects_dropped": _share([d["right"] for d in defects]),
         "defects_by_kind": {
             k: _share([d["right"] for d in defects if d["kind"] == k])
@@ -269,6 +268,11 @@ def _inside(clip: dict, p: Placed) -> float:
     length = clip["end"] - clip["start"]
     shared = min(clip["end"], p.end) - max(clip["start"], p.start)
     return max(0.0, shared) / length if length > 0 else 0.0
+
+
+def _centred(clip: dict, duration: float, clip_seconds: float) -> dict:
+    start = min(max(clip["match_time"] - clip_seconds / 2, 0.0), max(duration - clip_seconds, 0.0))
+    return {"start": start, "end": min(start + clip_seconds, duration)}
 
 
 def _share(flags: list[bool]) -> float | None:
