@@ -4,28 +4,35 @@ Use it either way: ``min_speech`` keeps talking clips (an ASR-style set),
 ``max_speech`` keeps clips whose sound is the scene rather than a narrator.
 Both bounds are off by default: the score is recorded for selection later.
 The silero model ships inside the ``silero-vad`` package (TorchScript), so it
-loads offline; it is loaded once per process, on first use.
+loads offline. The model keeps state between the chunks of one clip, so two
+threads must never share one (they would mix each other's state, and the
+TorchScript module can crash the process when called concurrently): each
+thread loads its own, on first use.
 """
 
 from __future__ import annotations
 
-import functools
+import threading
 
 from filters.base import Filter, FilterContext
 from media.audio import AUDIO_RATE, decode_audio
 from shards.record import ClipRecord
 
+_local = threading.local()
 
-@functools.lru_cache(maxsize=1)
+
 def _model():
+    """This thread's silero model (stateful: never shared between threads)."""
     import warnings
 
     from silero_vad import load_silero_vad
 
-    with warnings.catch_warnings():  # the package's own deprecation notices, not ours to fix
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return load_silero_vad()
+    if getattr(_local, "model", None) is None:
+        with warnings.catch_warnings():  # the package's own deprecation notices, not ours to fix
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            _local.model = load_silero_vad()
+    return _local.model
 
 
 def speech_fraction(samples, threshold: float = 0.5, rate: int = AUDIO_RATE) -> float:

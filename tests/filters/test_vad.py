@@ -58,3 +58,19 @@ def test_bounds_pick_speech_or_scene_sound(clips):
 def test_bounds_are_fractions():
     with pytest.raises(ValueError, match="'min_speech'"):
         VadFilter(min_speech=5)
+
+
+def test_threads_score_alike_with_a_model_each(clips):
+    # stage tasks filter in threads: silero's model is stateful, so each thread needs its own
+    from concurrent.futures import ThreadPoolExecutor
+
+    from filters.vad import _model, speech_fraction
+    from media.audio import decode_audio
+
+    audio = [decode_audio(c.flac) for c in clips]
+    alone = [speech_fraction(a) for a in audio]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda i: speech_fraction(audio[i % 3]), range(24)))
+        models = set(pool.map(lambda _: id(_model()), range(8)))
+    assert together == [alone[i % 3] for i in range(24)]
+    assert id(_model()) not in models  # the pool threads did not borrow this thread's model
