@@ -54,10 +54,11 @@ class PlantedCheck:
             "what the filters made of the found clips: "
             + ", ".join(f"{k} {n}" for k, n in sorted(self.verdicts.items())),
         ]
-        if self.verdicts.get("static"):
+        if self.verdicts.get("static") or self.verdicts.get("pan_still"):
             out.append(
-                "  ('static': the planted pictures are stills under a slow pan, the kind of clip "
-                "VideoCC3M's release warns about; --filters none keeps them)"
+                "  ('static' / 'pan_still': every other planted picture is a still under a slow "
+                "camera move, the kind of clip VideoCC3M's release warns about; the others have "
+                "a subject moving across them and are kept; --filters none keeps all)"
             )
         return out
 

@@ -1,6 +1,7 @@
 """Footage of the planted set: each planned video's frames, drawn and encoded.
 
-A camera window moves over the planted or distractor picture; between them,
+A camera window moves over the planted or distractor picture (on every other
+plant a subject crosses it too: real motion, not a still under a camera); between them,
 filler drifts: blob noise checked against the seeds, so that it matches none.
 Sensor noise lies over every frame.
 """
@@ -73,6 +74,18 @@ def embed_frames(frames: list[np.ndarray], embedder: PixelEmbedder) -> np.ndarra
     return embedder.embed_images(np.stack(out))
 
 
+def moving_subject(frame: np.ndarray, u: float, t: float, radius: float = 0.1) -> np.ndarray:
+    """``frame`` with a pale disc crossing it left to right as ``u`` goes 0 to 1, bobbing
+    up and down: something in the scene that moves, which no camera move explains."""
+    h, w = frame.shape[:2]
+    y, x = np.mgrid[0:h, 0:w]
+    cx, cy = (0.15 + 0.7 * u) * w, h * (0.5 + 0.2 * math.sin(math.pi * t))
+    inside = (x - cx) ** 2 + (y - cy) ** 2 <= (radius * h) ** 2
+    out = frame.copy()
+    out[inside] = (250, 240, 200)
+    return out
+
+
 def render_frames(
     plan: VideoPlan,
     pictures: dict[str, Picture],
@@ -111,6 +124,8 @@ def render_frames(
             frame = np.asarray(
                 scene.resize((width, height), Image.Resampling.BILINEAR, box=box), dtype=np.int16
             )
+            if seg.subject:
+                frame = moving_subject(frame, u, t)
         yield np.clip(frame + noise[i % len(noise)], 0, 255).astype(np.uint8)
 
 

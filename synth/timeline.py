@@ -27,6 +27,7 @@ class Segment:
     end: float
     ref: str = ""  # seed id or distractor id
     camera: tuple[float, ...] = ()  # (z0, px0, py0, z1, px1, py1)
+    subject: bool = False  # a subject moves across the picture (else it is a still under a camera)
 
 
 @dataclass
@@ -133,7 +134,10 @@ def plan_timeline(
         t += g
         if sid is not None:
             cam = _camera_path(rng)
-            segments.append(Segment("seed", t / 2, (t + durations[i]) / 2, sid, cam))
+            # every other plant has a subject moving across it: real motion the filters
+            # keep; the others are stills under a camera move, which they drop
+            segments.append(Segment("seed", t / 2, (t + durations[i]) / 2, sid, cam,
+                                    subject=i % 2 == 0))  # fmt: skip
             t += durations[i]
     segments[-1].end = max(segments[-1].end, seconds)
     return segments
