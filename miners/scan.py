@@ -44,7 +44,7 @@ class ScanResult:
     local_path: str | None = None  # where the video lies for cutting (None once removed)
     downloaded: bool = False  # True: a cache copy capmine may delete
     source: dict[str, Any] = field(default_factory=dict)  # width, height, fps, has_audio
-    timings: dict[str, float] = field(default_factory=dict)  # fetch, decode, embed seconds
+    timings: dict[str, float] = field(default_factory=dict)  # fetch, decode, embed, shots seconds
     settings: dict[str, Any] | None = None  # what made it: a scan with other settings is redone
     seconds: float | None = None  # wall time of the scan
 
@@ -93,7 +93,7 @@ def scan_video(
     cut from it); one that matched is kept for cutting.
     """
     result = ScanResult(video=video.url, video_id=video.video_id, meta=dict(video.meta),
-                        timings={"fetch": 0.0, "decode": 0.0, "embed": 0.0})  # fmt: skip
+                        timings={"fetch": 0.0, "decode": 0.0, "embed": 0.0, "shots": 0.0})  # fmt: skip
     t0 = time.monotonic()
     fetched = None
     try:

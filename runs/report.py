@@ -61,7 +61,7 @@ def build_report(
     for s in shard_stats:
         for k, v in s.get("status", {}).items():
             status[k] = status.get(k, 0) + v
-    stage = {"fetch": 0.0, "decode": 0.0, "embed": 0.0}
+    stage = {"fetch": 0.0, "decode": 0.0, "embed": 0.0, "shots": 0.0}
     for s in scans:
         for k in stage:
             stage[k] += s.timings.get(k, 0.0)
