@@ -14,6 +14,9 @@ from __future__ import annotations
 import io
 import logging
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -32,6 +35,15 @@ SQUARE_PIXELS: list[FilterStep] = [("scale", ("iw*sar", "ih"), {}), ("setsar", (
 _BACKGROUND = (255, 255, 255)
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _INT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+
+# A picture over this many pixels is refused from its header, before any decoding:
+# a 17 KB PNG can declare 12000 x 12000 pixels (1.4 GB decoded). 50 megapixels is
+# more than any camera photo a seed list is likely to hold (8688 x 5792).
+DEFAULT_MAX_PIXELS = 50_000_000
+# Decoding stops this many times the output size above it (JPEG DCT scaling, or a box
+# reduce after decoding), and the rule's bicubic resize does the rest.
+_DECODE_MARGIN = 2
+_REDUCIBLE_MODES = {"L", "LA", "La", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "I", "F"}
 
 
 def preprocess(image: Image.Image, size: int) -> np.ndarray:
@@ -117,20 +129,73 @@ def _even(x: float) -> int:
     return max(2, 2 * round(x / 2))
 
 
-def decode_image(data: bytes, size: int) -> np.ndarray:
+class PixelBudget:
+    """Decoded pixels in flight across threads, at most ``capacity`` at once.
+
+    Decoders sharing one budget wait for room before decoding, so the memory
+    of many threads decoding large pictures is bounded by the budget, not by
+    the number of threads. A picture larger than the whole budget decodes alone.
+    """
+
+    def __init__(self, capacity: int):
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        self.capacity = capacity
+        self._used = 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        pixels = max(1, min(pixels, self.capacity))
+        with self._cond:
+            self._cond.wait_for(lambda: self._used + pixels <= self.capacity)
+            self._used += pixels
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._used -= pixels
+                self._cond.notify_all()
+
+
+def decode_image(
+    data: bytes,
+    size: int,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    budget: PixelBudget | None = None,
+) -> np.ndarray:
     """Decode encoded image bytes fully and :func:`preprocess` them.
+
+    The header is read first: a picture over ``max_pixels`` (None: no cap but
+    PIL's own) is refused before decoding, so a decompression bomb costs
+    milliseconds, not gigabytes. A large picture is decoded no larger than the
+    output needs (JPEG's DCT scaling) or reduced right after decoding, before
+    the colour conversions copy it. With a ``budget``, decoding waits until the
+    picture's pixels fit in it.
 
     ``Image.open`` only reads the header, so a truncated download would pass it
     and fail (or be silently padded) later; ``load()`` forces the whole decode
     here, where the error can be reported against the seed or the sample.
-    Raises :class:`MediaError` when the bytes are not a decodable image.
+    Raises :class:`MediaError` when the bytes are not a decodable image or are
+    too large.
     """
     if size <= 0:  # checked first, so a bad argument is not reported as a bad image
         raise ValueError(f"size must be positive, got {size}")
     try:
         with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            return preprocess(image, size)
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise MediaError(
+                    f"image is {width}x{height} ({width * height / 1e6:.1f} megapixels), over "
+                    f"the limit of {max_pixels / 1e6:g} megapixels (max_image_pixels)"
+                )
+            _draft(image, size)
+            with budget.hold(image.width * image.height) if budget else nullcontext():
+                image.load()
+                return preprocess(_reduce(image, size), size)
+    except MediaError:
+        raise
     except Image.DecompressionBombError as exc:
         raise MediaError(f"image too large to decode: {exc}") from exc
     # PIL's plugins raise many types on corrupt input (OSError, SyntaxError,
@@ -139,3 +204,35 @@ def decode_image(data: bytes, size: int) -> np.ndarray:
         # PIL names the in-memory buffer by its address; that says nothing to a user
         why = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(exc))
         raise MediaError(f"not a decodable image: {why}") from exc
+
+
+def _needed(width: int, height: int, size: int) -> tuple[int, int] | None:
+    """The size to decode at, keeping the shorter side at least a margin over ``size``; None: full."""
+    short = min(width, height)
+    target = _DECODE_MARGIN * size
+    if short < 2 * target:
+        return None
+    return -(-width * target // short), -(-height * target // short)
+
+
+def _draft(image: Image.Image, size: int) -> None:
+    """JPEG: decode at 1/2, 1/4 or 1/8 scale when that still leaves enough pixels."""
+    needed = _needed(image.width, image.height, size)
+    if needed is not None and image.format == "JPEG":
+        image.draft(None, needed)
+
+
+def _reduce(image: Image.Image, size: int) -> Image.Image:
+    """A decoded picture much larger than needed, box-reduced by a whole factor."""
+    if _needed(image.width, image.height, size) is None:
+        return image
+    factor = min(image.size) // (_DECODE_MARGIN * size)
+    exif = image.getexif()  # kept, so the rule's EXIF transpose still sees the orientation
+    if image.mode == "1":
+        image = image.convert("L")
+    elif image.mode not in _REDUCIBLE_MODES:
+        image = to_rgb(image)
+    reduced = image.reduce(factor)
+    if exif:
+        reduced.info["exif"] = exif.tobytes()
+    return reduced
