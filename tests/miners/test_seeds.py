@@ -369,8 +369,8 @@ def test_order_is_kept_when_loads_finish_out_of_order(tmp_path: Path, monkeypatc
         path = write_image(tmp_path / f"{i}.png", solid((10 * i,) * 3))
         seeds.append(Seed(str(i), f"grey {i}", str(path)))
 
-    def slow_decode(data: bytes, size: int) -> np.ndarray:
-        array = decode_image(data, size)
+    def slow_decode(data: bytes, size: int, **options) -> np.ndarray:
+        array = decode_image(data, size, **options)
         time.sleep((n - array[0, 0, 0] // 10) * 0.004)  # early seeds finish last
         return array
 
