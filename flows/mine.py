@@ -60,7 +60,9 @@ def embed_seed_chunk_task(chunk: list[int], fingerprint: str, params: MineParams
     return embed_seed_chunk(
         _folder(params), params.seeds, fingerprint, chunk[0], chunk[1], embedder=params.embedder,
         device=params.device, workers=params.seed_workers, timeout=params.seed_timeout,
-        progress=params.progress,
+        progress=params.progress, max_image_pixels=params.max_image_pixels,
+        allowed_protocols=params.allowed_protocols,
+        block_private_addresses=params.block_private_addresses,
     )  # fmt: skip
 
 

@@ -8,7 +8,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from media.images import DEFAULT_MAX_PIXELS
 from miners.embedders import parse_spec
+from miners.remote import DEFAULT_PROTOCOLS
 
 DEFAULT_EMBEDDER = "open_clip:ViT-B-32/laion2b_s34b_b79k"
 
@@ -74,6 +76,23 @@ class MineParams(BaseModel):
         description="Seeds embedded per task (chunks run in parallel, on Dask across workers)",
     )
     seed_timeout: float = Field(10.0, gt=0, description="Timeout for one seed image URL, seconds")
+    # --- seed reading guards (miners/seeds.py, miners/remote.py): what a seed list may make
+    # capmine read. Each refused seed is a failed row of seeds.parquet, never a failed run.
+    max_image_pixels: int = Field(
+        DEFAULT_MAX_PIXELS,
+        ge=1,
+        description="A seed image declaring more pixels than this is refused from its header, before decoding (decompression bombs)",
+    )
+    allowed_protocols: list[str] = Field(
+        list(DEFAULT_PROTOCOLS),
+        min_length=1,
+        description="URL schemes and fsspec protocols seed images may use, comma-separated; file covers local paths",
+    )
+    block_private_addresses: bool = Field(
+        False,
+        description="Refuse seed URLs that resolve to private, loopback or link-local addresses, also after redirects (for untrusted lists)",
+    )
+    # --- end of seed reading guards
     fetch_timeout: float = Field(120.0, gt=0, description="Timeout for one video download, seconds")
     max_height: int = Field(
         360, ge=16, description="Height cap of downloaded videos (yt-dlp format choice), pixels"
@@ -118,6 +137,16 @@ class MineParams(BaseModel):
                 data.setdefault("scan_workers", workers)
                 data.setdefault("cut_workers", workers)
         return data
+
+    @field_validator("allowed_protocols", mode="before")
+    @classmethod
+    def _protocols_list(cls, v: Any) -> Any:
+        """The CLI gives one comma-separated string: ``--allowed-protocols file,https``."""
+        if isinstance(v, str):
+            v = v.split(",")
+        if isinstance(v, list | tuple):
+            v = [str(p).strip().lower() for p in v if str(p).strip()]
+        return v
 
     @field_validator("embedder")
     @classmethod

@@ -14,12 +14,15 @@ import io
 import json
 import logging
 import shutil
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from media.images import DEFAULT_MAX_PIXELS
 from miners.embedders import Embedder, fingerprint, get_embedder
 from miners.index import SeedIndex
+from miners.remote import DEFAULT_PROTOCOLS
 from miners.seeds import Seed, load_seed_images, read_seeds
 from runs.folder import RunFolder
 from runs.records import SeedPlan, SeedsMeta
@@ -78,6 +81,9 @@ def embed_seed_chunk(
     workers: int = 16,
     timeout: float = 10.0,
     progress: bool = False,
+    max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
+    allowed_protocols: Sequence[str] = DEFAULT_PROTOCOLS,
+    block_private_addresses: bool = False,
 ) -> str:
     """Load and embed seeds ``[start, stop)``; write their rows and vectors to one ``.npz``.
 
@@ -93,8 +99,10 @@ def embed_seed_chunk(
     vectors: list[np.ndarray] = []
     batch: list[tuple[int, np.ndarray]] = []
     bar = _progress(len(seeds), "seeds", progress)
+    guards = {"max_image_pixels": max_image_pixels, "allowed_protocols": allowed_protocols,
+              "block_private_addresses": block_private_addresses}  # fmt: skip
     for i, image, error in load_seed_images(
-        seeds, model.image_size, workers=workers, timeout=timeout
+        seeds, model.image_size, workers=workers, timeout=timeout, **guards
     ):
         s = seeds[i]
         rows.append({"id": s.id, "caption": s.caption, "image": s.image,

@@ -461,3 +461,14 @@ def test_which_addresses_are_public():
     assert not any(is_public(a) for a in private)
     assert is_public("8.8.8.8") and is_public("2001:4860:4860::8888")
 
+
+def test_mine_options_reach_the_seed_loader(monkeypatch):
+    from flows.params import MineParams
+
+    params = MineParams(seeds="s", videos="v", out="o", allowed_protocols="file, HTTPS",
+                        max_image_pixels=1000, block_private_addresses=True)  # fmt: skip
+    assert params.allowed_protocols == ["file", "https"]
+    assert params.model_dump(mode="json")["max_image_pixels"] == 1000
+    defaults = MineParams(seeds="s", videos="v", out="o")
+    assert defaults.allowed_protocols == ["file", "http", "https", "s3", "gs", "az"]
+    assert defaults.max_image_pixels == 50_000_000 and not defaults.block_private_addresses
