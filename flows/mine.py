@@ -71,6 +71,9 @@ def calibrate_threshold_task(params: MineParams) -> Threshold:
     return calibrate_threshold(
         params.seeds, params.videos, embedder=params.embedder, device=params.device,
         false_match_rate=params.false_match_rate, fps=params.fps, seed_workers=params.seed_workers,
+        seed_guards={"max_image_pixels": params.max_image_pixels,
+                     "allowed_protocols": params.allowed_protocols,
+                     "block_private_addresses": params.block_private_addresses},
     )  # fmt: skip
 
 

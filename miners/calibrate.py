@@ -109,9 +109,13 @@ def calibrate(
     max_videos: int = 50,
     max_frames_per_video: int = 120,
     seed_workers: int = 16,
+    seed_guards: dict | None = None,
 ) -> dict:
     """Embed up to ``max_seeds`` seeds (as they are and scrambled) and frames of up to
-    ``max_videos`` videos, and estimate the threshold from the null similarities."""
+    ``max_videos`` videos, and estimate the threshold from the null similarities.
+
+    ``seed_guards`` are the seed reader's limits (``max_image_pixels``,
+    ``allowed_protocols``, ``block_private_addresses``), as the run reads seeds."""
     import logging
 
     from media import MediaError
@@ -124,7 +128,8 @@ def calibrate(
     log = logging.getLogger(__name__)
     model = get_embedder(embedder, device)
     seeds = read_seeds(seeds_path)[:max_seeds]
-    images = [img for _, img, _ in load_seed_images(seeds, model.image_size, workers=seed_workers)
+    images = [img for _, img, _ in load_seed_images(seeds, model.image_size, workers=seed_workers,
+                                                       **(seed_guards or {}))
               if img is not None]  # fmt: skip
     if len(images) < 2:
         raise ValueError(f"{seeds_path}: fewer than two readable seed images")

@@ -60,6 +60,7 @@ def calibrate_threshold(
     false_match_rate: float = 0.001,
     fps: float = 1.0,
     seed_workers: int = 16,
+    seed_guards: dict | None = None,
 ) -> Threshold:
     """Estimate the threshold on a sample of this run's own seeds and videos."""
     from miners.calibrate import calibrate
@@ -67,6 +68,7 @@ def calibrate_threshold(
     est = calibrate(
         seeds, videos, embedder=embedder, device=device, false_match_rate=false_match_rate,
         fps=fps, max_seeds=500, max_videos=20, max_frames_per_video=60, seed_workers=seed_workers,
+        seed_guards=seed_guards,
     )  # fmt: skip
     basis = f"calibrated on {est['n_seeds']} seeds, {est['n_frames']} frames"
     return Threshold.from_dict(est | {"basis": basis})
