@@ -1,0 +1,220 @@
+"""Soak: a hostile input set mined through crashes, and compared with one clean run.
+
+Builds ``synth/soakset.py``'s set (69 videos, a third broken: truncated, empty,
+garbage, audio only, missing, hostile metadata, and a 127.0.0.1 server that
+hangs, answers 429 or 500, drops the connection mid-body or streams for ever;
+seeds with a FIFO, decompression bombs, garbage, a ``data:`` URL, a hanging
+URL and a malformed row). Then:
+
+1. mines it once, cleanly, into ``clean/`` (the reference);
+2. mines it into ``soak/``, killing ``capmine mine`` with SIGKILL at
+   ``--kills`` random moments and starting it again each time; during the
+   first attempt a second run on the same OUT is started and must be refused;
+3. lets the last run finish, and checks:
+   * the dataset equals the clean run's: every parquet row, every tar member
+     (names and bytes);
+   * every broken video and seed is a failed row with its kind;
+   * nothing outside OUT and the cache changed (the inputs, the working folder);
+   * the peak memory of any capmine process.
+
+Prints one JSON object::
+
+    .venv/bin/python bench/soak.py              # about 10 minutes on two cores
+    .venv/bin/python bench/soak.py --kills 2 --keep /tmp/soak
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's packages, synth/ (the set) among them
+
+import pandas as pd  # noqa: E402
+
+from synth.faultserver import FaultServer  # noqa: E402
+from synth.soakset import make_soak_set  # noqa: E402
+
+MEMORY_BOUND_MB = 3000  # any one capmine process, the Prefect server it starts included
+
+
+def capmine_cmd(s, out: Path, cache: Path) -> list[str]:
+    cli = Path(sys.executable).with_name("capmine")
+    return [str(cli) if cli.exists() else "capmine", "mine", "--seeds", str(s.seeds),
+            "--videos", str(s.videos), "--out", str(out), "--cache-dir", str(cache),
+            "--embedder", "miners.embedders:pixel_embedder", "--threshold", "0.6",
+            "--device", "cpu", "--fetch-timeout", "4", "--seed-timeout", "3",
+            "--shard-size", "10", "--no-progress"]  # fmt: skip
+
+
+def start(cmd: list[str], cwd: Path, home: Path) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_HOME": str(home), "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90"}  # fmt: skip
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+
+
+def kill_group(p: subprocess.Popen) -> None:
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    p.communicate()
+
+
+def snapshot(*folders: Path) -> dict[str, tuple[int, int]]:
+    out = {}
+    for folder in folders:
+        for p in sorted(folder.rglob("*")):
+            if p.is_fifo():
+                out[str(p)] = (0, p.stat().st_mtime_ns)
+            elif p.is_file():
+                st = p.stat()
+                out[str(p)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def dataset(out: Path) -> tuple[pd.DataFrame, dict[str, bytes]]:
+    rows = pd.concat(pd.read_parquet(p).assign(shard=p.stem)
+                     for p in sorted((out / "shards").glob("*.parquet")))  # fmt: skip
+    members = {}
+    for tar in sorted((out / "shards").glob("*.tar")):
+        with tarfile.open(tar) as t:
+            for m in t.getmembers():
+                members[f"{tar.name}/{m.name}"] = t.extractfile(m).read()
+    return rows.reset_index(drop=True), members
+
+
+def run(folder: Path, kills: int, seed: int) -> dict:
+    rng = random.Random(seed)
+    cwd, home, cache = folder / "cwd", folder / "prefect-home", folder / "cache"
+    cwd.mkdir(parents=True, exist_ok=True)
+    with FaultServer(folder / "set" / "served") as server:
+        s = make_soak_set(folder / "set", server)
+        before = snapshot(folder / "set", cwd)
+
+        t0 = time.perf_counter()
+        clean = start(capmine_cmd(s, folder / "clean", folder / "clean-cache"), cwd, home)
+        _, err = clean.communicate()
+        t_clean = time.perf_counter() - t0
+        if clean.returncode != 0:
+            raise SystemExit(f"the clean run failed ({clean.returncode}):\n{err[-3000:]}")
+
+        kill_times, refused = [], None
+        for k in range(kills):
+            p, began = start(capmine_cmd(s, folder / "soak", cache), cwd, home), time.monotonic()
+            at = rng.uniform(2.0, max(3.0, t_clean * 0.9))
+            if k == 0:  # a second run on the same OUT while the first holds it
+                time.sleep(min(at, 5.0))
+                second = start(capmine_cmd(s, folder / "soak", cache), cwd, home)
+                t1 = time.perf_counter()
+                try:
+                    _, second_err = second.communicate(timeout=60)
+                except subprocess.TimeoutExpired:
+                    kill_group(second)
+                    second_err = "(still running after 60 s)"
+                refused = {"exit": second.returncode, "seconds": round(time.perf_counter() - t1, 1),
+                           "message": second_err.strip().splitlines()[-1:] if second_err else []}  # fmt: skip
+            if p.poll() is None:
+                time.sleep(max(0.0, began + at - time.monotonic()))
+            finished_early = p.poll() is not None
+            kill_group(p)
+            kill_times.append(None if finished_early else round(time.monotonic() - began, 1))
+        t2 = time.perf_counter()
+        last = start(capmine_cmd(s, folder / "soak", cache), cwd, home)
+        _, err = last.communicate()
+        t_last = time.perf_counter() - t2
+        if last.returncode != 0:
+            raise SystemExit(f"the final soak run failed ({last.returncode}):\n{err[-3000:]}")
+        after = snapshot(folder / "set", cwd)
+
+    return {"set": s, "t_clean": t_clean, "t_last": t_last, "kills": kill_times,
+            "second_run": refused, "untouched": before == after,
+            "changed_outside": sorted(set(before.items()) ^ set(after.items()))[:10]}  # fmt: skip
+
+
+def compare(folder: Path) -> dict:
+    a_rows, a_members = dataset(folder / "clean")
+    b_rows, b_members = dataset(folder / "soak")
+    same_rows = a_rows.astype(str).equals(b_rows.astype(str))
+    same_names = sorted(a_members) == sorted(b_members)
+    same_bytes = same_names and all(a_members[k] == b_members[k] for k in a_members)
+    return {"clips": len(a_rows), "tar_members": len(a_members), "rows_equal": same_rows,
+            "member_names_equal": same_names, "member_bytes_equal": same_bytes}  # fmt: skip
+
+
+def failures(out: Path, s) -> dict:
+    videos = pd.read_parquet(out / "videos.parquet").set_index("video")
+    seeds = pd.read_parquet(out / "seeds.parquet").set_index("id")
+    bad_v = {u: (videos.loc[u, "status"], videos.loc[u, "error"]) for u in s.broken_videos}
+    bad_s = {i: (seeds.loc[i, "status"], seeds.loc[i, "error"])
+             for i in s.broken_seeds if i in seeds.index}  # fmt: skip
+    good_v = videos.loc[list(s.good_videos)]
+    kinds: dict[str, int] = {}
+    for _, error in [*bad_v.values(), *bad_s.values()]:
+        kind = (error or "").split(":")[0].split(" ")[0:2]
+        kinds[" ".join(kind)] = kinds.get(" ".join(kind), 0) + 1
+    return {
+        "broken_videos_failed": sum(st == "failed" and bool(e) for st, e in bad_v.values()),
+        "broken_videos": len(bad_v),
+        "broken_seeds_failed": sum(st == "failed" and bool(e) for st, e in bad_s.values()),
+        "broken_seeds": len(s.broken_seeds),
+        "broken_seeds_with_a_row": len(bad_s),
+        "good_videos_ok": int((good_v["status"] == "ok").sum()),
+        "good_videos": len(good_v),
+        "failure_kinds": kinds,
+        "not_failed": {k: v for k, v in {**bad_v, **bad_s}.items() if v[0] != "failed"},
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--kills", type=int, default=5, help="SIGKILLs before the final run")
+    p.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
+    p.add_argument("--keep", help="folder to work in and keep (default: a temporary one)")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
+        folder = Path(args.keep or tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        r = run(folder, args.kills, args.seed)
+        s = r.pop("set")
+        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        report = {
+            "inputs": {
+                "videos": len(s.good_videos) + len(s.broken_videos),
+                "broken_videos": len(s.broken_videos),
+                "seeds": s.n_good_seeds + len(s.broken_seeds),
+                "broken_seeds": len(s.broken_seeds),
+            },  # fmt: skip
+            "kills": r["kills"],
+            "second_run_on_the_same_out": r["second_run"],
+            "dataset": compare(folder),
+            "failures": failures(folder / "soak", s),
+            "untouched_outside_out_and_cache": r["untouched"],
+            "changed_outside": r["changed_outside"],
+            "peak_rss_mb": round(peak_mb),
+            "memory_bound_mb": MEMORY_BOUND_MB,
+            "seconds": {
+                "clean_run": round(r["t_clean"], 1),
+                "final_run": round(r["t_last"], 1),
+                "total": round(time.perf_counter() - t0, 1),
+            },  # fmt: skip
+            "folder": str(folder) if args.keep else None,
+        }
+        print(json.dumps(report, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
