@@ -218,3 +218,36 @@ def test_option_like_names_reach_no_tool_as_options(
         probe("-missing.mp4")
     assert _reports(cwd, lists, tmp_path) == []
     assert not [p for p in Path.cwd().iterdir() if p.name.startswith(("ffprobe-", "ffmpeg-"))]
+
+
+# ---------------------------------------------------------------- the run's options
+
+
+def test_scan_limits_reach_the_download(tmp_path: Path) -> None:
+    """scan_video's fetch_timeout bounds the whole download and max_bytes its size:
+    an endless stream is a failed row, not a scan that never ends."""
+    from miners.scan import scan_video
+    from miners.videos import VideoInput
+    from shards.keys import video_id_for
+
+    cache = tmp_path / "cache"
+    with serve(Endless(rate=200_000)) as base:
+        url = base + "stream"
+        video = VideoInput(url=url, video_id=video_id_for(url))
+        kw = {"index": None, "embedder": None, "threshold": 0.5, "cache_dir": cache}
+        start = time.monotonic()
+        capped = scan_video(video, fetch_timeout=30, max_bytes=300_000, **kw)  # type: ignore[arg-type]
+        timed = scan_video(video, fetch_timeout=1.5, max_bytes=None, **kw)  # type: ignore[arg-type]
+        assert time.monotonic() - start < 15
+    assert capped.status == timed.status == "failed"
+    assert capped.error.startswith("fetch too_large") and timed.error.startswith("fetch timeout")
+    assert list(cache.iterdir()) == []
+
+
+def test_mine_params_download_limits() -> None:
+    from flows.params import MineParams
+
+    params = MineParams(seeds="s.tsv", videos="v.txt", out="out")
+    assert params.fetch_timeout == 600.0 and params.max_download_mb == 2000.0
+    with pytest.raises(ValueError):
+        MineParams(seeds="s.tsv", videos="v.txt", out="out", max_download_mb=0)
