@@ -83,7 +83,7 @@ def scan_video_task(video: VideoInput, params: MineParams, threshold: float) -> 
         _folder(params), video, embedder=params.embedder, device=params.device,
         threshold=threshold, fps=params.fps, batch_size=params.batch_size,
         cache_dir=_cache_dir(params), fetch_timeout=params.fetch_timeout, max_height=params.max_height,
-        clip_seconds=params.clip_seconds,
+        max_download_mb=params.max_download_mb, clip_seconds=params.clip_seconds,
     )  # fmt: skip
 
 
@@ -93,6 +93,7 @@ def stage_shard_task(shard: ShardPlan, params: MineParams) -> dict[str, Any]:
         _folder(params), shard, _filters(params), clip_height=params.clip_height,
         cut_workers=params.cut_workers, cache_dir=_cache_dir(params),
         fetch_timeout=params.fetch_timeout, max_height=params.max_height,
+        max_download_mb=params.max_download_mb,
     )  # fmt: skip
 
 

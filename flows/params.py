@@ -93,7 +93,17 @@ class MineParams(BaseModel):
         description="Refuse seed URLs that resolve to private, loopback or link-local addresses, also after redirects (for untrusted lists)",
     )
     # --- end of seed reading guards
-    fetch_timeout: float = Field(120.0, gt=0, description="Timeout for one video download, seconds")
+    # -- download limits: each bounds every video download, yt-dlp or plain HTTP, while it
+    # runs; past either the download stops, its partial file is removed and the video is a
+    # failed row (timeout / too_large)
+    fetch_timeout: float = Field(
+        600.0,
+        gt=0,
+        description="Wall-clock limit of one video download attempt, seconds (a stalled connect or read gives up after at most 60 s)",
+    )
+    max_download_mb: float = Field(
+        2000.0, gt=0, description="Largest video download, megabytes (10^6 bytes)"
+    )
     max_height: int = Field(
         360, ge=16, description="Height cap of downloaded videos (yt-dlp format choice), pixels"
     )

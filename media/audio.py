@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from media.ffmpeg import DEFAULT_TIMEOUT, FFMPEG, MediaError, run
+from media.ffmpeg import DEFAULT_TIMEOUT, FFMPEG, MediaError, file_arg, run
 
 AUDIO_RATE = 16000  # Hz: the clips' flac rate, silero-vad's input and the trainer's log-mel input
 
@@ -37,7 +37,7 @@ def decode_audio(
     if isinstance(source, bytes | bytearray):
         name, stdin, label = "pipe:0", bytes(source), what or "audio buffer"
     else:
-        name, stdin, label = str(source), None, what or f"audio of {source}"
+        name, stdin, label = file_arg(source), None, what or f"audio of {source}"
     cmd = [FFMPEG, "-nostdin", "-v", "error", "-i", name, *_to_raw(rate), "pipe:1"]
     out = run(cmd, what=label, timeout=timeout, stdin=stdin)
     return np.frombuffer(out, dtype="<f4").astype(np.float32)
@@ -66,9 +66,9 @@ def _decode_chunk(part: list[bytes], rate: int, timeout: float) -> list[np.ndarr
         for i, data in enumerate(part):
             src = Path(tmp) / f"{i}.in"
             src.write_bytes(data)
-            cmd += ["-i", str(src)]
+            cmd += ["-i", file_arg(src)]
         for i in range(len(part)):
-            cmd += [*_to_raw(rate, f"{i}:a:0"), str(Path(tmp) / f"{i}.raw")]
+            cmd += [*_to_raw(rate, f"{i}:a:0"), file_arg(Path(tmp) / f"{i}.raw")]
         try:
             run(cmd, what=f"{len(part)} audio buffers", timeout=timeout)
         except MediaError:

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from media.ffmpeg import DEFAULT_TIMEOUT, FFMPEG, MediaError, Pipe
+from media.ffmpeg import DEFAULT_TIMEOUT, FFMPEG, FilterLog, MediaError, Pipe, file_arg
 from media.probe import probe_streams
 
 SIZE = (64, 36)  # (width, height) pixels the frames are decoded at, area-averaged
@@ -52,7 +52,8 @@ BLOCK = 4  # pixels: the thumbnail is the colour mean of each BLOCK x BLOCK bloc
 BINS = 16  # histogram bins per colour channel
 EPS = 1e-4  # seconds: frames on a region's edge are kept or dropped despite float rounding
 CHUNK = 256  # frames read from ffmpeg at a time
-_PTS_TIME = re.compile(r"pts_time:\s*(-?[0-9.eE+-]+)")
+# a frame line of showinfo, matched from the start of what the filter said (FilterLog.body)
+_PTS_TIME = re.compile(r"n:\s*\d+\s+pts:\s*\S+\s+pts_time:\s*(-?[0-9.eE+-]+)")
 
 
 # The decision's tuning, each a keyword of find_cuts and detect_cuts.
@@ -192,19 +193,21 @@ def _decode(path, start, end, fps, size, timeout, take) -> np.ndarray:
     tick = f"floor((t-({streams.video_start:.6f}))*{float(fps)!r}+1e-6)"
     keep = f"select='isnan(prev_selected_t)+gt({tick},{tick.replace('(t-', '(prev_selected_t-')})'"
     w, h = size
-    vf = f"{trim},{keep},showinfo,scale={w}:{h}:flags=area,format=rgb24"
+    showinfo = FilterLog("showinfo")  # its lines alone carry frame times, not the input's tags
+    vf = f"{trim},{keep},{showinfo.name},scale={w}:{h}:flags=area,format=rgb24"
     cmd = [
         FFMPEG, "-nostdin", "-hide_banner", "-nostats", "-copyts", "-loglevel", "level+info",
-        "-ss", f"{streams.seek_before(start):.6f}", "-i", str(path),
+        "-ss", f"{streams.seek_before(start):.6f}", "-i", file_arg(path),
         "-map", f"0:{streams.video_index}", "-vf", vf, "-an", "-sn", "-fps_mode", "passthrough",
         "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
     ]  # fmt: skip
     stamps: list[float] = []
 
     def on_line(line: str) -> bool:
-        if "Parsed_showinfo" not in line:
+        said = showinfo.body(line)
+        if said is None:
             return False
-        if m := _PTS_TIME.search(line):
+        if m := _PTS_TIME.match(said):
             stamps.append(float(m[1]) - streams.video_start)
         return True
 

@@ -9,6 +9,9 @@ while a thread drains stderr line by line (else ffmpeg blocks on a full pipe).
 
 from __future__ import annotations
 
+import os
+import re
+import secrets
 import subprocess
 import threading
 from collections import deque
@@ -20,6 +23,40 @@ FFMPEG = "ffmpeg"
 FFPROBE = "ffprobe"
 DEFAULT_TIMEOUT = 120.0  # seconds for one call over a short clip or one probe
 _ERROR_TAGS = ("[error]", "[fatal]", "[panic]")  # -loglevel level+info tags each line
+
+
+def file_arg(path: str | Path) -> str:
+    """A local file as ffmpeg/ffprobe must be given it: ``file:`` + the absolute path.
+
+    A bare name is read by the tools as an option when it starts with ``-``
+    (``-report`` writes a log file) and as a protocol when it holds a colon
+    (``concat:``, ``http:``); the ``file:`` prefix makes it a plain file always.
+    """
+    return "file:" + os.path.abspath(os.fspath(path))
+
+
+class FilterLog:
+    """The stderr lines of one filter instance, told apart from everything else ffmpeg prints.
+
+    ffmpeg prints an input's file name, title and comments to the same stderr,
+    and those are the input's to choose, newlines included; a log line is only
+    this filter's when it starts with its instance name. The name carries a
+    random part no input can know: use :attr:`name` in the filter graph (as
+    ``showinfo@capmine...``) and :meth:`body` to read its lines.
+    """
+
+    def __init__(self, filter_name: str):
+        self.filter = filter_name
+        self.name = f"{filter_name}@capmine{secrets.token_hex(8)}"
+        # "[NAME @ 0x55d0...] [info] text"; the level tag is there with -loglevel level+...
+        self._prefix = re.compile(
+            rf"\[{re.escape(self.name)} @ (?:0x)?[0-9a-fA-F]+\] (?:\[[a-z]+\] )?"
+        )
+
+    def body(self, line: str) -> str | None:
+        """What the filter said on ``line``, or None when the line is not this filter's."""
+        m = self._prefix.match(line)
+        return line[m.end() :] if m else None
 
 
 class MediaError(Exception):

@@ -21,7 +21,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from media.ffmpeg import FFPROBE, MediaError, run
+from media.ffmpeg import FFPROBE, MediaError, file_arg, run
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,8 @@ def probe(path: str | Path, *, timeout: float = PROBE_TIMEOUT) -> ProbeInfo:
 
 def duration(path: str | Path, *, timeout: float = PROBE_TIMEOUT) -> float:
     """Seconds of media in ``path`` (audio or video), as the container says."""
-    cmd = [FFPROBE, "-v", "error", "-show_entries", "format=duration", "-of", "json", str(path)]
-    out = run(cmd, what=path, timeout=timeout)
+    cmd = [FFPROBE, "-v", "error", "-show_entries", "format=duration", "-of", "json"]
+    out = run([*cmd, file_arg(path)], what=path, timeout=timeout)
     try:
         return float(json.loads(out)["format"]["duration"])
     except (KeyError, ValueError, TypeError) as e:
@@ -130,7 +130,7 @@ def _ffprobe(path: str | Path, timeout: float) -> dict[str, Any]:
     ffmpeg-python 0.2's ``probe`` has no timeout, and a stalled network mount
     must not stall a worker forever.
     """
-    cmd = [FFPROBE, "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)]
+    cmd = [FFPROBE, "-v", "error", "-show_format", "-show_streams", "-of", "json", file_arg(path)]
     out = run(cmd, what=path, timeout=timeout)
     try:
         return json.loads(out.decode("utf-8", "replace"))

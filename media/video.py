@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from media.ffmpeg import FFMPEG, MediaError, run
+from media.ffmpeg import FFMPEG, MediaError, file_arg, run
 from media.images import centre_square, filter_string
 from media.probe import duration
 
@@ -41,7 +41,7 @@ def read_frames(
     rate = n / max(seconds, 1e-3)
     pix, channels = ("gray", 1) if grey else ("rgb24", 3)
     out = run(
-        [FFMPEG, "-nostdin", "-v", "error", "-i", str(path), "-map", "0:v:0",
+        [FFMPEG, "-nostdin", "-v", "error", "-i", file_arg(path), "-map", "0:v:0",
          "-vf", f"fps={rate:.6f}:round=near,{scale},setsar=1", "-frames:v", str(n),
          "-f", "rawvideo", "-pix_fmt", pix, "pipe:1"],
         what=f"frames of {path}",
@@ -72,7 +72,7 @@ def trim(src: str | Path, offset: float, seconds: float, dst: str | Path) -> Pat
     try:
         run(
             [FFMPEG, "-nostdin", "-v", "error", "-y", "-ss", f"{max(offset, 0.0):.6f}",
-             "-i", str(src), "-t", f"{seconds:.6f}", *codecs, str(tmp)],
+             "-i", file_arg(src), "-t", f"{seconds:.6f}", *codecs, file_arg(tmp)],
             what=f"trim {src}",
         )  # fmt: skip
         os.replace(tmp, dst)

@@ -20,7 +20,7 @@ import ffmpeg
 from PIL import Image
 
 from media.audio import AUDIO_RATE
-from media.ffmpeg import FFMPEG, MediaError, run
+from media.ffmpeg import FFMPEG, MediaError, file_arg, run
 from media.images import fit_short_side
 from media.probe import Streams, probe_streams
 from miners.fetch import FetchError, SourceCache
@@ -129,7 +129,7 @@ def _outputs(
     ffmpeg's own ``-ss``). ffmpeg stops reading once both trims have ended.
     """
     t0, t1 = streams.source_time(max(start, 0.0)), streams.source_time(end)
-    source = ffmpeg.input(str(src), ss=f"{streams.seek_before(start):.6f}")
+    source = ffmpeg.input(file_arg(src), ss=f"{streams.seek_before(start):.6f}")
     video = (
         source[str(streams.video_index)]
         .trim(start=f"{t0:.6f}", end=f"{t1:.6f}")
@@ -146,7 +146,7 @@ def _outputs(
         "format": "mp4",
     }
     if flac is None:
-        return [ffmpeg.output(video, str(mp4), **video_args)]
+        return [ffmpeg.output(video, file_arg(mp4), **video_args)]
     audio = (
         source[str(streams.audio_index)]
         .filter("atrim", start=f"{t0:.6f}", end=f"{t1:.6f}")
@@ -157,9 +157,15 @@ def _outputs(
     if streams.audio_channels > 2:
         audio_args["ac"] = 2  # mono and stereo pass as they are; surround folds to stereo
     return [
-        ffmpeg.output(video, audio[0], str(mp4), **video_args, **audio_args),
+        ffmpeg.output(video, audio[0], file_arg(mp4), **video_args, **audio_args),
         ffmpeg.output(
-            audio[1], str(flac), acodec="flac", ac=1, ar=AUDIO_RATE, sample_fmt="s16", format="flac"
+            audio[1],
+            file_arg(flac),
+            acodec="flac",
+            ac=1,
+            ar=AUDIO_RATE,
+            sample_fmt="s16",
+            format="flac",
         ),
     ]
 

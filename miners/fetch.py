@@ -75,6 +75,10 @@ FETCH_ERROR_KINDS = frozenset(
 TRANSIENT = frozenset({"rate_limited", "server_error", "network", "timeout"})
 _CHUNK = 1 << 20
 _WALL_FACTOR = 30  # whole-download limit, in units of the per-read timeout
+# seconds one connect or read may stall when a caller gives only a whole-download limit
+SOCKET_TIMEOUT = 60.0
+# yt-dlp live_status values of a stream with no end yet: nothing finite to download
+_LIVE = frozenset({"is_live", "is_upcoming"})
 
 
 class FetchError(Exception):
@@ -278,15 +282,19 @@ def fetch_video(
     """The video at ``url`` as a local file, downloading it into ``cache_dir`` when remote.
 
     ``timeout`` bounds connecting and each read (seconds); ``wall_timeout``
-    bounds each HTTP download attempt (default ``30 * timeout``, counted once
-    the limiter lets it start) so a server that trickles bytes cannot hold a
-    worker forever; it is also the budget for retries: no retry starts (or is
-    waited for) past ``wall_timeout`` after the first attempt. ``max_height`` caps
-    yt-dlp's format choice (frames are scaled down for CLIP anyway);
-    ``max_bytes`` caps the file size (None: no cap). yt-dlp downloads are
-    bounded by ``timeout`` per socket operation only. Transient errors are
-    retried as ``retry`` says (None: one attempt); remote requests go through
-    ``limiter`` (None: unlimited). Raises :class:`FetchError`.
+    bounds each download attempt (default ``30 * timeout``, counted once the
+    limiter lets it start) so a server that trickles bytes or streams for ever
+    cannot hold a worker: past it the download stops as ``timeout``. It is also
+    the budget for retries: no retry starts (or is waited for) past
+    ``wall_timeout`` after the first attempt. ``max_height`` caps yt-dlp's
+    format choice (frames are scaled down for CLIP anyway); ``max_bytes`` caps
+    the bytes downloaded (None: no cap), checked against a declared size and
+    again as bytes arrive, so a stream without a size stops as ``too_large``.
+    Both limits hold for plain HTTP and yt-dlp alike, and a stopped download
+    leaves no partial file. A live stream (yt-dlp's ``is_live``) has no end to
+    download and is ``unsupported``. Transient errors are retried as ``retry``
+    says (None: one attempt); remote requests go through ``limiter`` (None:
+    unlimited). Raises :class:`FetchError`.
     """
     scheme = urlparse(url).scheme.lower()
     if not is_remote(url):
@@ -305,8 +313,8 @@ def fetch_video(
                 limiter=limiter,
             )  # fmt: skip
         return _download_ytdlp(
-            url, cache_dir, timeout=timeout, max_height=max_height, max_bytes=max_bytes,
-            limiter=limiter,
+            url, cache_dir, timeout=timeout, wall=wall, max_height=max_height,
+            max_bytes=max_bytes, limiter=limiter,
         )  # fmt: skip
 
     return _with_retries(url, attempt, retry, deadline)
@@ -352,8 +360,17 @@ class SourceCache:
     fetched again) once.
     """
 
-    def __init__(self, cache_dir: Path, *, timeout: float = 60.0, max_height: int = 360):
+    def __init__(
+        self,
+        cache_dir: Path,
+        *,
+        timeout: float = 60.0,
+        max_height: int = 360,
+        wall_timeout: float | None = None,
+        max_bytes: int | None = 2_000_000_000,
+    ):
         self.cache_dir, self.timeout, self.max_height = Path(cache_dir), timeout, max_height
+        self.wall_timeout, self.max_bytes = wall_timeout, max_bytes
         self._lock = threading.Lock()
         self._paths: dict[str, Path] = {}
 
@@ -364,8 +381,10 @@ class SourceCache:
                 if local_path and Path(local_path).exists():
                     self._paths[video_id] = Path(local_path)
                 else:
-                    fetched = fetch_video(url, self.cache_dir, timeout=self.timeout,
-                                          max_height=self.max_height)  # fmt: skip
+                    fetched = fetch_video(
+                        url, self.cache_dir, timeout=self.timeout, max_height=self.max_height,
+                        wall_timeout=self.wall_timeout, max_bytes=self.max_bytes,
+                    )  # fmt: skip
                     self._paths[video_id] = fetched.path
             return self._paths[video_id]
 
@@ -645,6 +664,7 @@ def _download_ytdlp(
     cache_dir: Path,
     *,
     timeout: float,
+    wall: float,
     max_height: int,
     max_bytes: int | None,
     limiter: HostLimiter | None,
@@ -653,6 +673,8 @@ def _download_ytdlp(
 
     The whole yt-dlp run counts as one request to the page's host for ``limiter``:
     its own requests (the page, then the media, often on a CDN) follow each other.
+    ``wall`` (seconds from the slot's start) and ``max_bytes`` stop it while it
+    downloads (:class:`_Bounds`).
     """
     video_id = video_id_for(url)
     cached = _cached_ytdlp_file(cache_dir, video_id)
@@ -664,6 +686,9 @@ def _download_ytdlp(
     )
     try:
         with _slot(limiter, url):
+            bounds = _Bounds(url, wall=wall, max_bytes=max_bytes)
+            opts["progress_hooks"] = [bounds.progress]
+            opts["match_filter"] = bounds.refuse_live
             path, info = _run_ytdlp(url, opts, max_bytes)
     except FetchError:
         _remove_partials(cache_dir, video_id)
@@ -681,12 +706,66 @@ def _run_ytdlp(
         with yt_dlp.YoutubeDL(opts) as ydl:
             info = _first_entry(url, ydl.extract_info(url, download=True))
             path = _downloaded_path(ydl, info)
+    except _Stop as e:
+        raise e.error from None
     except yt_dlp.utils.YoutubeDLError as e:
         message = str(e)
         raise FetchError(_ytdlp_kind(message), url, message) from e
     if not path.is_file() or path.stat().st_size == 0:
         raise _missing_file_error(url, info, path, max_bytes)
     return path, info
+
+
+class _Stop(Exception):
+    """Raised from a yt-dlp hook to end the run with ``error``.
+
+    A plain Exception on purpose: yt-dlp turns OSError and its own errors into
+    messages (and may go on), but lets any other exception through.
+    """
+
+    def __init__(self, error: FetchError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Bounds:
+    """The limits of one yt-dlp run, checked from its hooks as it goes.
+
+    yt-dlp's own ``max_filesize`` only compares a size the server declares; a
+    chunked stream declares none and would be downloaded for ever. Here every
+    progress report counts the bytes on disk (all of the run's files: video and
+    audio formats download one after the other) and the time since the start.
+    """
+
+    def __init__(self, url: str, *, wall: float, max_bytes: int | None) -> None:
+        self.url, self.wall, self.max_bytes = url, wall, max_bytes
+        self.deadline = time.monotonic() + wall
+        self._bytes: dict[str, int] = {}  # bytes written, by file
+
+    def progress(self, d: dict[str, Any]) -> None:
+        """yt-dlp's progress hook: stop past the byte cap or the deadline."""
+        self.refuse_live(d.get("info_dict") or {})
+        name = str(d.get("tmpfilename") or d.get("filename") or "")
+        self._bytes[name] = int(d.get("downloaded_bytes") or 0)
+        received = sum(self._bytes.values())
+        if self.max_bytes is not None and received > self.max_bytes:
+            raise _Stop(
+                FetchError("too_large", self.url, f"more than max_bytes={self.max_bytes} bytes")
+            )
+        self._check_time()
+
+    def refuse_live(self, info: dict[str, Any], *, incomplete: bool = False) -> None:
+        """yt-dlp's match_filter (None: go on): a live stream is refused before it starts."""
+        if info.get("is_live") or info.get("live_status") in _LIVE:
+            status = info.get("live_status") or "is_live"
+            raise _Stop(FetchError("unsupported", self.url, f"a live stream ({status})"))
+        self._check_time()
+
+    def _check_time(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise _Stop(
+                FetchError("timeout", self.url, f"download took longer than {self.wall:g} s")
+            )
 
 
 def _remove_partials(cache_dir: Path, video_id: str) -> None:

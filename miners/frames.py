@@ -22,7 +22,7 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 
-from media.ffmpeg import FFMPEG, MediaError, Pipe, run
+from media.ffmpeg import FFMPEG, FilterLog, MediaError, Pipe, file_arg, run
 from media.images import SQUARE_PIXELS, FilterStep, centre_square, fit_short_side
 from media.probe import Streams, probe_streams
 
@@ -33,9 +33,9 @@ log = logging.getLogger(__name__)
 SEEK_SLACK = 1e-3
 FRAME_TIMEOUT = 60.0  # seconds for frame_at: one seek and one decoded frame
 
-_FRAME_RE = re.compile(r"\bn:\s*\d+\s+pts:\s*(\S+)\s+pts_time:(\S+)")
+# showinfo's own lines, matched from the start of what the filter said (FilterLog.body)
+_FRAME_RE = re.compile(r"n:\s*\d+\s+pts:\s*(\S+)\s+pts_time:(\S+)")
 _TIME_BASE_RE = re.compile(r"config in time_base:\s*(\d+)/(\d+)")
-_SHOWINFO = "Parsed_showinfo"
 
 
 def iter_frames(
@@ -58,11 +58,12 @@ def iter_frames(
     if fps <= 0 or size <= 0 or batch_size <= 0:
         raise ValueError(f"fps, size and batch_size must be positive: {fps}, {size}, {batch_size}")
     info, streams = probe_streams(path)
-    cmd = _sampling_command(path, streams, fps=fps, size=size, threads=threads)
+    showinfo = FilterLog("showinfo")
+    cmd = _sampling_command(path, streams, fps=fps, size=size, threads=threads, showinfo=showinfo)
     log.debug("sampling %s: %s", path, cmd)
     n_frames = 0
     last_time = float("nan")
-    clock = _FrameClock(path)
+    clock = _FrameClock(path, showinfo)
     with Pipe(cmd, what=path, timeout=timeout, on_line=clock.parse, on_close=clock.close) as pipe:
         for times, frames in _read_batches(pipe, clock, size, batch_size):
             # ffprobe gives the start to the microsecond; finer digits are noise.
@@ -118,7 +119,9 @@ def _grab(
     scaled frames from ``time`` to the end)."""
     width, height = size
     video = (
-        ffmpeg.input(str(path), ss=f"{streams.seek_before(time):.6f}")[str(streams.video_index)]
+        ffmpeg.input(file_arg(path), ss=f"{streams.seek_before(time):.6f}")[
+            str(streams.video_index)
+        ]
         .filter("select", f"gte(t,{streams.source_time(time):.6f})")
         .filter("scale", width, height, flags="bicubic")
         .filter("setsar", 1)
@@ -138,7 +141,13 @@ def _grab(
 
 
 def _sampling_command(
-    path: str | Path, streams: Streams, *, fps: float, size: int, threads: int
+    path: str | Path,
+    streams: Streams,
+    *,
+    fps: float,
+    size: int,
+    threads: int,
+    showinfo: FilterLog,
 ) -> list[str]:
     """ffmpeg picks, times, scales and crops; Python only reads bytes.
 
@@ -149,14 +158,15 @@ def _sampling_command(
     ``floor((t - start) * fps)`` is past the last kept one: no drift and no
     duplicated frames, unlike the ``fps`` filter; ``passthrough`` stops the
     muxer from duplicating or dropping frames to fake a constant rate.
+    ``showinfo`` names the instance whose lines carry the frame times.
     """
 
     def bucket(t: str) -> str:  # +1e-6: a frame on a bucket boundary stays in its bucket
         return f"floor(({t}-({streams.video_start:.6f}))*{float(fps)!r}+1e-6)"
 
     keep = f"isnan(prev_selected_t)+gt({bucket('t')},{bucket('prev_selected_t')})"
-    video = ffmpeg.input(str(path), threads=threads)[str(streams.video_index)]
-    video = video.filter("select", keep).filter("showinfo")
+    video = ffmpeg.input(file_arg(path), threads=threads)[str(streams.video_index)]
+    video = video.filter("select", keep).filter(showinfo.name)
     steps = ([] if streams.square_pixels else SQUARE_PIXELS) + centre_square(size)
     video = apply_filters(video, steps)
     out = video.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
@@ -194,22 +204,26 @@ class _FrameClock:
     """The presentation time of every frame ffmpeg writes, read from showinfo's stderr lines.
 
     showinfo logs a frame before ffmpeg writes it, so by the time a frame is
-    read from stdout its time is in the queue or on its way.
+    read from stdout its time is in the queue or on its way. Only lines of the
+    ``showinfo`` instance count: the input's file name and metadata, printed
+    to the same stderr, cannot add or move a time.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, showinfo: FilterLog):
         self.path = path
+        self._showinfo = showinfo
         self._times: queue.Queue[float | None] = queue.Queue()
         self._time_base: Fraction | None = None
         self._exhausted = False
 
     def parse(self, line: str) -> bool:
         """Take a showinfo line (True); leave any other line to the pipe's tail (False)."""
-        if _SHOWINFO not in line:
+        said = self._showinfo.body(line)
+        if said is None:
             return False
-        if match := _FRAME_RE.search(line):
+        if match := _FRAME_RE.match(said):
             self._times.put(self._seconds(match[1], match[2]))
-        elif match := _TIME_BASE_RE.search(line):
+        elif match := _TIME_BASE_RE.match(said):
             self._time_base = Fraction(int(match[1]), int(match[2]))
         return True
 

@@ -20,7 +20,7 @@ from media import MediaError
 from media.cuts import detect_cuts, shot_at
 from media.probe import probe
 from miners.embedders import Embedder
-from miners.fetch import Fetched, FetchError, fetch_video, remove_download
+from miners.fetch import SOCKET_TIMEOUT, Fetched, FetchError, fetch_video, remove_download
 from miners.frames import iter_frames
 from miners.index import SeedIndex
 from miners.matching import Candidate, HitAccumulator
@@ -77,9 +77,10 @@ def scan_video(
     fps: float = 1.0,
     batch_size: int = 64,
     cache_dir: Path,
-    fetch_timeout: float = 120.0,
+    fetch_timeout: float = 600.0,
     max_height: int = 360,
     shot_context: float = 10.0,
+    max_bytes: int | None = 2_000_000_000,
 ) -> ScanResult:
     """Fetch ``video``, sample and embed its frames at ``fps``, find its seed candidates,
     and the shot holding each candidate's peak.
@@ -89,6 +90,9 @@ def scan_video(
     (:func:`miners.matching.place_window`). A video whose shots cannot be read
     fails: no clip of it goes on with its scene unknown.
 
+    ``fetch_timeout`` bounds each download attempt as a whole (seconds), and
+    ``max_bytes`` its size, both while it runs (:func:`miners.fetch.fetch_video`).
+
     A download that matched nothing is deleted at once (there is nothing to
     cut from it); one that matched is kept for cutting.
     """
@@ -97,7 +101,10 @@ def scan_video(
     t0 = time.monotonic()
     fetched = None
     try:
-        fetched = fetch_video(video.url, cache_dir, timeout=fetch_timeout, max_height=max_height)
+        fetched = fetch_video(
+            video.url, cache_dir, timeout=min(fetch_timeout, SOCKET_TIMEOUT),
+            wall_timeout=fetch_timeout, max_bytes=max_bytes, max_height=max_height,
+        )  # fmt: skip
         result.timings["fetch"] = time.monotonic() - t0
         result.local_path, result.downloaded = str(fetched.path), fetched.downloaded
         _describe(result, fetched)

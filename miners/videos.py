@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from shards.keys import video_id_for
 
@@ -128,8 +129,16 @@ def _read_folder(folder: Path) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _resolve(entry: str, base: Path) -> str:
-    """A URL unchanged; a local path made absolute against the list file's folder."""
-    scheme = urlparse(entry).scheme
+    """A URL unchanged; a local path made absolute against the list file's folder.
+
+    A ``file:`` URL with a relative path (``file:clips/a.mp4``, ``file:-x``) is a
+    local path too, so it is resolved the same way: against the list, never the
+    working directory.
+    """
+    parsed = urlparse(entry)
+    scheme = parsed.scheme
+    if scheme.lower() == "file" and not parsed.netloc and not parsed.path.startswith("/"):
+        return _resolve(url2pathname(parsed.path), base) if parsed.path else entry
     if len(scheme) > 1:  # a one-letter scheme is a Windows drive, i.e. a path
         return entry
     local = Path(entry).expanduser()

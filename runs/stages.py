@@ -78,6 +78,11 @@ def calibrate_threshold(
 
 
 @functools.lru_cache(maxsize=2)
+def _bytes(megabytes: float | None) -> int | None:
+    """A size in megabytes (10^6 bytes) as bytes; None stays None (no cap)."""
+    return None if megabytes is None else int(megabytes * 1_000_000)
+
+
 def _seed_index(root: str) -> SeedIndex:
     return SeedIndex.load(Path(root))
 
@@ -92,16 +97,18 @@ def scan_video_into(
     fps: float = 1.0,
     batch_size: int = 64,
     cache_dir: Path | None = None,
-    fetch_timeout: float = 120.0,
+    fetch_timeout: float = 600.0,
     max_height: int = 360,
     clip_seconds: float = 10.0,
+    max_download_mb: float | None = 2000.0,
 ) -> ScanResult:
     """Scan one video against the run's seed index and keep the result in ``OUT/scans/``.
 
     Shots are looked for ``clip_seconds`` around each match (a window is never
     longer). A result made with the same seeds, embedder, threshold, fps and
     shot span is returned as it is. A video that cannot be fetched or decoded is
-    a failed result.
+    a failed result. ``fetch_timeout`` (seconds) and ``max_download_mb`` bound each
+    download attempt as it runs (None: no size cap).
     """
     seeds = folder.seeds_meta()
     if seeds is None:
@@ -115,6 +122,7 @@ def scan_video_into(
         video, index=_seed_index(str(folder.root)), embedder=get_embedder(embedder, device, batch_size),
         threshold=threshold, fps=fps, batch_size=batch_size, cache_dir=cache_dir or folder.downloads,
         fetch_timeout=fetch_timeout, max_height=max_height, shot_context=clip_seconds,
+        max_bytes=_bytes(max_download_mb),
     )  # fmt: skip
     result.settings = settings
     folder.save_scan(result)
@@ -218,13 +226,15 @@ def stage_shard(
     clip_height: int = 360,
     cut_workers: int = 2,
     cache_dir: Path | None = None,
-    fetch_timeout: float = 120.0,
+    fetch_timeout: float = 600.0,
     max_height: int = 360,
+    max_download_mb: float | None = 2000.0,
 ) -> dict[str, Any]:
     """Stage one shard of the plan: its clips cut from their sources, then filtered."""
     cut = functools.partial(
         _cut_planned, folder, shard, clip_height=clip_height, cut_workers=cut_workers,
         cache_dir=cache_dir, fetch_timeout=fetch_timeout, max_height=max_height,
+        max_download_mb=max_download_mb,
     )  # fmt: skip
     return stage_records(folder, shard, cut, setup)
 
@@ -239,6 +249,7 @@ def _cut_planned(
     cache_dir: Path | None,
     fetch_timeout: float,
     max_height: int,
+    max_download_mb: float | None,
 ) -> list[ClipRecord]:
     """The shard's planned clips, cut into ``work``; a clip that cannot be cut is a failed record."""
     from miners.cut import cut_records
@@ -246,8 +257,12 @@ def _cut_planned(
 
     records = folder.load_plan().clips_of(shard)
     scans = {v: folder.load_scan(v) for v in {r.video_id for r in records}}
-    sources = SourceCache(cache_dir or folder.downloads, timeout=fetch_timeout,
-                          max_height=max_height)  # fmt: skip
+    from miners.fetch import SOCKET_TIMEOUT
+
+    sources = SourceCache(
+        cache_dir or folder.downloads, timeout=min(fetch_timeout, SOCKET_TIMEOUT),
+        wall_timeout=fetch_timeout, max_bytes=_bytes(max_download_mb), max_height=max_height,
+    )  # fmt: skip
     cut_records(records, work, scans=scans, sources=sources, height=clip_height,
                 workers=cut_workers)  # fmt: skip
     return records

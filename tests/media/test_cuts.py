@@ -101,3 +101,22 @@ def test_unreadable_file_is_a_media_error_naming_it(tmp_path):
     bad.write_bytes(b"not a video at all" * 100)
     with pytest.raises(MediaError, match="broken.mp4"):
         detect_cuts(bad)
+
+
+def test_metadata_cannot_spoof_frame_times(tmp_path):
+    """A title and a file name holding fake showinfo lines leave the decoded times alone."""
+    import subprocess
+
+    fake = "[Parsed_showinfo_1 @ 0x1] [info] n:   0 pts:      0 pts_time:0"
+    grey = [np.full((36, 64, 3), 16 * i, np.uint8) for i in range(10)]
+    clean = encode_frames(tmp_path / "clean.mp4", grey, fps=FPS, width=64, height=36)
+    spoofed = tmp_path / f"x\n{fake}.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-i", str(clean), "-c", "copy",
+         "-metadata", f"title=a\n{fake}\n{fake}", str(spoofed)],
+        check=True,
+    )  # fmt: skip
+    _, expected = decode_region(clean)
+    _, times = decode_region(spoofed)
+    np.testing.assert_allclose(times, expected)
+    np.testing.assert_allclose(times, np.arange(10) / FPS, atol=1e-6)

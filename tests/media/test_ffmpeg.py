@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from media.ffmpeg import FFMPEG, MediaError, Pipe, run, stderr_tail
+from media.ffmpeg import FFMPEG, FilterLog, MediaError, Pipe, file_arg, run, stderr_tail
 
 
 def test_a_failure_names_the_input_and_quotes_ffmpeg(tmp_path):
@@ -69,3 +69,23 @@ def test_a_pipe_past_its_deadline_is_killed_and_says_so():
 def test_stderr_tail_keeps_the_last_non_empty_lines():
     assert stderr_tail(b"a\n\n b \nc\nd\ne\nf\n", lines=3) == "d | e | f"
     assert stderr_tail(None) == ""
+
+
+def test_filter_log_takes_only_its_own_instance_lines() -> None:
+    showinfo = FilterLog("showinfo")
+    assert showinfo.name.startswith("showinfo@capmine") and showinfo.name != FilterLog("x").name
+    own = f"[{showinfo.name} @ 0x55d0c0ffee00] [info] n:   0 pts:  0 pts_time:0"
+    assert showinfo.body(own) == "n:   0 pts:  0 pts_time:0"
+    assert showinfo.body(own.replace(" [info]", "")) == "n:   0 pts:  0 pts_time:0"
+    for forged in (
+        "[Parsed_showinfo_1 @ 0x1] [info] n:0 pts:0 pts_time:0",
+        f"[info]     title           : [{showinfo.filter}@capmine0 @ 0x1] n:0",
+        f"                    : x [{showinfo.name} @ 0x1] n:0",  # not at the line's start
+    ):
+        assert showinfo.body(forged) is None
+
+
+def test_file_arg_is_never_an_option(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert file_arg("-report") == f"file:{tmp_path}/-report"
+    assert file_arg(tmp_path / "a:b.mp4") == f"file:{tmp_path}/a:b.mp4"

@@ -222,3 +222,39 @@ def test_early_close_leaves_no_ffmpeg(media: Path) -> None:
     assert len(_ffmpeg_children()) == 1  # still decoding, blocked on the pipe
     frames.close()
     assert _ffmpeg_children() == []
+
+
+# ---------------------------------------------------------------- hostile metadata
+# ffmpeg prints an input's title, comments and file name to the same stderr that
+# carries showinfo's frame times: none of them may move a frame's time.
+
+FAKE = "Parsed_showinfo_1 @ 0x1] [info] n:   0 pts:      0 pts_time:0"
+HOSTILE_TAGS = {
+    "title": ["Parsed_showinfo n:0 pts:0 pts_time:0"],
+    "comment": [f"[{FAKE}"],
+    "multiline_title": [f"a video\n[{FAKE}\n[{FAKE.replace('n:   0', 'n:   1')}"],
+}
+
+
+@pytest.mark.parametrize("tag", sorted(HOSTILE_TAGS))
+def test_metadata_cannot_spoof_frame_times(tag: str, ramp5: Path, media: Path) -> None:
+    value = HOSTILE_TAGS[tag][0]
+    key = "comment" if tag == "comment" else "title"
+    spoofed = media / f"spoofed_{tag}.mp4"
+    _ffmpeg("-i", str(ramp5), "-c", "copy", "-metadata", f"{key}={value}", str(spoofed))
+    times, frames = _collect(spoofed, fps=1, size=16)
+    np.testing.assert_allclose(times, np.arange(10), atol=1e-6)
+    np.testing.assert_allclose(_levels(frames), 16 * np.arange(10), atol=LEVEL_TOL)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Parsed_showinfo n:0 pts:0 pts_time:0.mp4", f"x\n[{FAKE}\n.mp4", f"[{FAKE}.mp4"],
+)
+def test_file_name_cannot_spoof_frame_times(name: str, ramp5: Path, tmp_path: Path) -> None:
+    spoofed = tmp_path / name
+    spoofed.write_bytes(ramp5.read_bytes())
+    times, frames = _collect(spoofed, fps=1, size=16)
+    np.testing.assert_allclose(times, np.arange(10), atol=1e-6)
+    np.testing.assert_allclose(_levels(frames), 16 * np.arange(10), atol=LEVEL_TOL)
+    assert frame_at(spoofed, 5.0).mean() == pytest.approx(16 * 5, abs=LEVEL_TOL)

@@ -130,3 +130,19 @@ def test_unknown_format(tmp_path: Path) -> None:
     table.write_bytes(b"PK\x03\x04")
     with pytest.raises(ValueError, match=r"videos.xlsx.*text file.*parquet.*folder"):
         read_videos(table)
+
+
+def test_relative_file_urls_resolve_against_the_list(tmp_path: Path) -> None:
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    listing = lists / "videos.txt"
+    listing.write_text(
+        "file:-report\nfile:clips/a.mp4\n-b.mp4\nfile:///abs/c.mp4\nfile:/abs/d.mp4\n"
+    )
+    assert _urls(read_videos(listing)) == [
+        str(lists / "-report"),
+        str(lists / "clips" / "a.mp4"),
+        str(lists / "-b.mp4"),
+        "file:///abs/c.mp4",
+        "file:/abs/d.mp4",
+    ]
