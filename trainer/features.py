@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from media.ffmpeg import FFMPEG, MediaError, run
+from media.ffmpeg import FFMPEG, MediaError, file_arg, run
 from media.images import SQUARE_PIXELS, centre_square, decode_image, filter_string
 from media.tars import iter_raw_samples
 from shards.writer import atomic_write_bytes
@@ -96,7 +96,18 @@ def decode_frames(mp4: bytes | str | Path, n_frames: int, size: int) -> np.ndarr
 
 
 def _decode_frames_file(path: str, n_frames: int, size: int) -> np.ndarray:
-    cmd = [FFMPEG, "-nostdin", "-v", "error", "-threads", "1", "-i", path, "-map", "0:v:0"]
+    cmd = [
+        FFMPEG,
+        "-nostdin",
+        "-v",
+        "error",
+        "-threads",
+        "1",
+        "-i",
+        file_arg(path),
+        "-map",
+        "0:v:0",
+    ]
     out = run([*cmd, *_to_raw(size), "pipe:1"], what="video")
     return _pick_frames(out, n_frames, size)
 
@@ -135,7 +146,7 @@ def decode_frames_many(
         for i, data in enumerate(mp4s):
             src = Path(tmp) / f"{i}.mp4"
             src.write_bytes(data)
-            cmd += ["-i", str(src)]
+            cmd += ["-i", file_arg(src)]
         for i in range(len(mp4s)):
             cmd += ["-map", f"{i}:v:0", *_to_raw(size), str(Path(tmp) / f"{i}.raw")]
         try:
