@@ -46,16 +46,27 @@ import pandas as pd  # noqa: E402
 from synth.faultserver import FaultServer  # noqa: E402
 from synth.soakset import make_soak_set  # noqa: E402
 
-MEMORY_BOUND_MB = 3000  # any one capmine process, the Prefect server it starts included
+MEMORY_BOUND_MB = 3000
+# The soak checks the run's machinery, so its filters keep good clips (still pictures
+# shown in noise, which the motion filter would drop): caption, shots, sound, flat frames.
+FILTERS = """filters:
+  - {name: text}
+  - {name: shots}
+  - {name: audio}
+  - {name: blank}
+  - {name: caps}
+"""  # any one capmine process, the Prefect server it starts included
 
 
 def capmine_cmd(s, out: Path, cache: Path) -> list[str]:
+    filters = s.root.parent / "filters.yaml"  # beside the set, not in it: the set must not change
+    filters.write_text(FILTERS)
     cli = Path(sys.executable).with_name("capmine")
     return [str(cli) if cli.exists() else "capmine", "mine", "--seeds", str(s.seeds),
             "--videos", str(s.videos), "--out", str(out), "--cache-dir", str(cache),
             "--embedder", "miners.embedders:pixel_embedder", "--threshold", "0.6",
             "--device", "cpu", "--fetch-timeout", "4", "--seed-timeout", "3",
-            "--shard-size", "10", "--no-progress"]  # fmt: skip
+            "--shard-size", "10", "--filters", str(filters), "--no-progress"]  # fmt: skip
 
 
 def start(cmd: list[str], cwd: Path, home: Path) -> subprocess.Popen:
@@ -154,6 +165,22 @@ def compare(folder: Path) -> dict:
             "member_names_equal": same_names, "member_bytes_equal": same_bytes}  # fmt: skip
 
 
+SEED_KINDS = {"not a regular file": "not_a_regular_file", "megapixels": "too_many_pixels",
+              "not a decodable image": "not_an_image", "no such file": "not_found",
+              "fields": "malformed_row", "timed out": "timeout", "not allowed": "refused_protocol"}  # fmt: skip
+
+
+def kind_of(error: str) -> str:
+    """The kind a failure row names: ``fetch KIND``/``decode``/``shots`` for videos, a
+    phrase of the reader's message for seeds."""
+    head = error.split(":")[0].split()
+    if head[:1] == ["fetch"] and len(head) > 1:
+        return f"fetch {head[1]}"
+    if head[:1] in (["decode"], ["shots"]):
+        return head[0]
+    return next((k for phrase, k in SEED_KINDS.items() if phrase in error), "other")
+
+
 def failures(out: Path, s) -> dict:
     videos = pd.read_parquet(out / "videos.parquet").set_index("video")
     seeds = pd.read_parquet(out / "seeds.parquet").set_index("id")
@@ -163,8 +190,7 @@ def failures(out: Path, s) -> dict:
     good_v = videos.loc[list(s.good_videos)]
     kinds: dict[str, int] = {}
     for _, error in [*bad_v.values(), *bad_s.values()]:
-        kind = (error or "").split(":")[0].split(" ")[0:2]
-        kinds[" ".join(kind)] = kinds.get(" ".join(kind), 0) + 1
+        kinds[kind_of(error or "")] = kinds.get(kind_of(error or ""), 0) + 1
     return {
         "broken_videos_failed": sum(st == "failed" and bool(e) for st, e in bad_v.values()),
         "broken_videos": len(bad_v),

@@ -42,7 +42,11 @@ class FaultServer:
             def log_message(self, format, *args):  # noqa: A002 - keep output quiet
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(http.server.ThreadingHTTPServer):
+            def handle_error(self, request, client_address):  # a client that gave up
+                pass
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
@@ -61,7 +65,7 @@ class FaultServer:
         self.httpd.server_close()
 
     def serve(self, h: http.server.BaseHTTPRequestHandler) -> None:
-        fault, _, name = h.path.lstrip("/").partition("/")
+        fault, _, name = h.path.lstrip("/").partition("?")[0].partition("/")
         self.requests[fault] = self.requests.get(fault, 0) + 1
         path = self.root / Path(name).name
         if fault not in FAULTS or not path.is_file():

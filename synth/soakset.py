@@ -86,10 +86,11 @@ def _seeds(root: Path, n_good: int, hang_url: str, s: SoakSet) -> Path:
         "hang": (hang_url, "a server that never answers"),
     }
     for sid, (url, why) in bad.items():
-        rows.append(f"{sid},{url},a broken seed {sid}")
+        rows.append(f'{sid},"{url}",a broken seed {sid}')
         s.broken_seeds[sid] = why
+    # a failed table row is named by its file and line, the id column being unreadable
+    s.broken_seeds[f"seeds.csv:{len(rows) + 1}"] = "a row with an unquoted comma"
     rows.append("comma,/nowhere/x.png,a caption, with an unquoted comma")
-    s.broken_seeds["comma"] = "a row with an unquoted comma"
     path = root / "seeds.csv"
     path.write_text("\n".join(rows) + "\n")
     return path
