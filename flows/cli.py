@@ -295,11 +295,12 @@ class _Terminal(logging.Filter):
         return True
 
 
-def _quiet_terminal() -> None:
-    """Put :class:`_Terminal` on every handler that writes to the terminal, Prefect's too."""
+def _quiet_terminal() -> list[logging.Handler]:
+    """Put :class:`_Terminal` on every handler that writes to the terminal, Prefect's too;
+    returns them."""
     import prefect.logging.configuration  # noqa: F401 - Prefect's handlers, set up on import
 
-    terminal = _Terminal()
+    handlers = []
     loggers = [logging.getLogger()] + [
         logger for name, logger in logging.root.manager.loggerDict.items()
         if isinstance(logger, logging.Logger) and name.split(".")[0] in ("prefect", "uvicorn")
@@ -309,7 +310,12 @@ def _quiet_terminal() -> None:
             if isinstance(handler, logging.StreamHandler) and not isinstance(
                 handler, logging.FileHandler
             ):
-                handler.addFilter(terminal)
+                handler.addFilter(_TERMINAL)
+                handlers.append(handler)
+    return handlers
+
+
+_TERMINAL = _Terminal()
 
 
 class _Stop:
@@ -398,19 +404,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; ``argv`` given (a call from Python) leaves signals to the caller."""
     args = build_parser().parse_args(argv)
     for noisy in ("httpx", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
-    if not args.verbose:
-        _quiet_terminal()
+    quiet = [] if args.verbose else _quiet_terminal()
     stop = _Stop()
-    if threading.current_thread() is threading.main_thread():
+    standalone = argv is None and threading.current_thread() is threading.main_thread()
+    if standalone:
         stop.install()
     try:
         return args.func(args)
     except KeyboardInterrupt:
+        if not standalone:
+            raise
         if stop.signal is None:
             stop.signal = "SIGINT"
         stop.report()
@@ -418,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
         return stop.code()
     except Exception as e:
         return _error(e, args.verbose)
+    finally:
+        for handler in quiet:
+            handler.removeFilter(_TERMINAL)
 
 
 if __name__ == "__main__":
