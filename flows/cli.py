@@ -7,10 +7,16 @@ and the deployments share one set of names, defaults and descriptions.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, get_args
 
@@ -67,7 +73,8 @@ def cmd_mine(args: argparse.Namespace) -> int:
         args,
         progress=args.progress if args.progress is not None else sys.stderr.isatty(),
     )
-    report = run_mine(params)
+    with _in_out(params.out, "mine"):
+        report = run_mine(params)
     print_summary(report, params.out)
     return 0
 
@@ -106,7 +113,8 @@ def cmd_mine_and_train(args: argparse.Namespace) -> int:
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
     mine_params = _params(MineParams, args, progress=progress)
     params = _params(MineAndTrainParams, args, mine=mine_params)
-    result = mine_and_train(params)
+    with _in_out(mine_params.out, "mine"):
+        result = mine_and_train(params)
     print_summary(result["mine"], mine_params.out)
     print(json.dumps({"train": result["train"], "eval": result["eval"]}, indent=2, default=str))
     return 0
@@ -117,7 +125,8 @@ def cmd_filter(args: argparse.Namespace) -> int:
     from runs.stages import FilterSetup
 
     setup = FilterSetup(args.filters, embedder=args.embedder, device=args.device)
-    report = refilter(args.run, args.out, setup)
+    with _in_out(args.out, "filter"):
+        report = refilter(args.run, args.out, setup)
     reasons = ", ".join(f"{k} {n}" for k, n in sorted(report["dropped"].items())) or "none"
     print(f"capmine filter: {report['clips']['ok']} of {report['clips']['total']} clips kept "
           f"in {report['shards']} shard(s) under {Path(args.out) / 'shards'}; dropped: {reasons}")  # fmt: skip
@@ -232,6 +241,159 @@ def _add_demo(sub) -> None:
     p.set_defaults(func=cmd_demo)
 
 
+# ---------------------------------------------------------------- the terminal
+
+_log_file: Path | None = None  # OUT/capmine.log of the command, once OUT is claimed
+
+
+@contextlib.contextmanager
+def _in_out(out: str, command: str) -> Iterator[None]:
+    """Hold OUT for the command (:func:`runs.lock.claim_out`) and log everything, tracebacks
+    included, to ``OUT/capmine.log`` meanwhile."""
+    global _log_file
+    from runs.lock import LOG, claim_out
+
+    with claim_out(out, command) as root:
+        path = root / LOG
+        handler = logging.FileHandler(path)
+        handler.setLevel(logging.DEBUG)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root_logger = logging.getLogger()
+        root_logger.handlers.insert(0, handler)  # before the terminal's, which drop tracebacks
+        _log_file = path
+        try:
+            yield
+        except BaseException as e:
+            with contextlib.suppress(OSError), open(path, "a") as f:
+                f.write(f"capmine {command} stopped:\n" + "".join(traceback.format_exception(e)))
+            raise
+        finally:
+            with contextlib.suppress(ValueError):
+                root_logger.handlers.remove(handler)
+            handler.close()
+
+
+class _Terminal(logging.Filter):
+    """Without --verbose the terminal gets one line per event: Prefect's failure reports
+    (the command ends with its own ``capmine: error:`` line) and its start-up chatter go,
+    tracebacks go to ``OUT/capmine.log``."""
+
+    CHATTER = ("Beginning flow run", "Beginning subflow run", "Starting temporary server",
+               "See https://", "Stopping temporary server")  # fmt: skip
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("prefect"):
+            message = str(record.msg)
+            if record.levelno >= logging.ERROR:
+                return False
+            if message.startswith(self.CHATTER):
+                return False
+            if message.startswith("Finished in state") and "Completed" not in message:
+                return False
+        if record.exc_info or record.exc_text:
+            record.exc_info, record.exc_text = None, None  # the log file, first, kept it
+        return True
+
+
+def _quiet_terminal() -> list[logging.Handler]:
+    """Put :class:`_Terminal` on every handler that writes to the terminal, Prefect's too;
+    returns them."""
+    import prefect.logging.configuration  # noqa: F401 - Prefect's handlers, set up on import
+
+    handlers = []
+    loggers = [logging.getLogger()] + [
+        logger for name, logger in logging.root.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger) and name.split(".")[0] in ("prefect", "uvicorn")
+    ]  # fmt: skip
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(
+                handler, logging.FileHandler
+            ):
+                handler.addFilter(_TERMINAL)
+                handlers.append(handler)
+    return handlers
+
+
+_TERMINAL = _Terminal()
+
+
+class _Stop:
+    """SIGINT and SIGTERM stop the command: the main thread gets KeyboardInterrupt, so the
+    run stops where it is (OUT stays resumable: every step is written atomically); work stuck
+    in a thread or a child cannot hold the process past :attr:`GRACE` seconds."""
+
+    GRACE = 8.0
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+        self.reported = False
+        self._armed = False
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def code(self) -> int:
+        return 128 + signal.Signals[self.signal or "SIGINT"].value
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signal is not None:  # a second signal: stop now
+            self.report()
+            os._exit(self.code())
+        self.signal = signal.Signals(signum).name
+        self.arm()
+        raise KeyboardInterrupt(self.signal)
+
+    def arm(self) -> None:
+        """Start the clock: the process ends :attr:`GRACE` seconds from now at the latest."""
+        if not self._armed:
+            self._armed = True
+            threading.Thread(target=self._deadline, daemon=True, name="capmine-stop").start()
+
+    def report(self) -> None:
+        if not self.reported:
+            self.reported = True
+            where = f"; details in {_log_file}" if _log_file else ""
+            print(f"capmine: stopped by {self.signal}; the run can be resumed by running the "
+                  f"same command again{where}", file=sys.stderr, flush=True)  # fmt: skip
+
+    def _deadline(self) -> None:
+        time.sleep(self.GRACE)
+        self.report()
+        _stop_prefect_server()
+        os._exit(self.code())
+
+
+def _stop_prefect_server() -> None:
+    """End the temporary Prefect server this process started, which a forced exit would leave."""
+    server = sys.modules.get("prefect.server.api.server")
+    for instance in list(getattr(getattr(server, "SubprocessASGIServer", None), "_instances", {})
+                         .values()):  # fmt: skip
+        with contextlib.suppress(Exception):
+            if instance.server_process is not None:
+                instance.server_process.terminate()
+
+
+def _error(e: BaseException, verbose: bool) -> int:
+    """One line for a fatal error; its traceback in the log file, or on the terminal at
+    --verbose. Input errors exit 2, anything else 1."""
+    if verbose:
+        print("".join(traceback.format_exception(e)), file=sys.stderr, end="")
+    expected = isinstance(e, (ValueError, FileNotFoundError, OSError))
+    message = str(e) if expected else f"internal error: {type(e).__name__}: {e}"
+    message = " ".join(message.split()) or type(e).__name__
+    hint = (
+        ""
+        if verbose
+        else f" (traceback in {_log_file})"
+        if _log_file
+        else " (--verbose shows more)"
+    )
+    print(f"capmine: error: {message}{'' if expected else hint}", file=sys.stderr)
+    return 2 if expected else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="capmine", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -242,16 +404,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; ``argv`` given (a call from Python) leaves signals to the caller."""
     args = build_parser().parse_args(argv)
     for noisy in ("httpx", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    quiet = [] if args.verbose else _quiet_terminal()
+    stop = _Stop()
+    standalone = argv is None and threading.current_thread() is threading.main_thread()
+    if standalone:
+        stop.install()
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"capmine: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        if not standalone:
+            raise
+        if stop.signal is None:
+            stop.signal = "SIGINT"
+        stop.report()
+        stop.arm()
+        return stop.code()
+    except Exception as e:
+        return _error(e, args.verbose)
+    finally:
+        for handler in quiet:
+            handler.removeFilter(_TERMINAL)
 
 
 if __name__ == "__main__":

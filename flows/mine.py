@@ -22,6 +22,7 @@ from flows.params import MineParams
 from miners.scan import ScanResult
 from miners.videos import VideoInput, read_videos
 from runs.folder import RunFolder
+from runs.lock import claim_out
 from runs.records import Ledger, RunPlan, SeedPlan, SeedsMeta, ShardPlan, Threshold
 from runs.report import build_report, finish_run
 from runs.seeds import embed_seed_chunk, merge_seed_chunks, plan_seeds
@@ -116,13 +117,19 @@ def mine(params: MineParams) -> dict[str, Any]:
     """
     from flows.runners import task_runner_for
 
-    with task_runner_for(params) as runner:
+    # The process that drives the run holds OUT for all of it (tasks may run elsewhere).
+    with claim_out(params.out, "mine"), task_runner_for(params) as runner:
         return mine_stages.with_options(task_runner=runner)(params)
 
 
 def run_mine(params: MineParams) -> dict[str, Any]:
-    """Run the ``mine`` flow (the Python spelling of ``capmine mine``)."""
-    return mine(params)
+    """Run the ``mine`` flow (the Python spelling of ``capmine mine``).
+
+    OUT is claimed before the flow starts, so a folder in use or not capmine's is
+    refused at once, before any task runs.
+    """
+    with claim_out(params.out, "mine"):
+        return mine(params)
 
 
 @flow(name="mine-stages")
@@ -166,7 +173,8 @@ def mine_stages(params: MineParams) -> dict[str, Any]:
         timings={**laps, "total": time.monotonic() - t0},
     )  # fmt: skip
     report = finish_run(folder, plan=plan, ledger=ledger, scans=scans, videos=videos,
-                        keep_downloads=params.keep_downloads, report=report | {"task_runner": runner})  # fmt: skip
+                        keep_downloads=params.keep_downloads, cache_dir=_cache_dir(params),
+                        report=report | {"task_runner": runner})  # fmt: skip
     logger.info("done: run %d, %d clips in %d shards; %d of %d videos failed; report %s",
                 plan.run, report["clips"]["ok"], len(shard_stats), report["videos"]["failed"],
                 len(scans), folder.path("report.json"))  # fmt: skip

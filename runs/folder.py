@@ -13,6 +13,11 @@ themselves::
     OUT/runs.json                    the ledger of finished runs (Ledger)
     OUT/videos.parquet, report.json  the run's rows and totals
     OUT/downloads/                   fetched videos, unless --cache-dir says elsewhere
+    OUT/.capmine, .capmine.lock      capmine's mark and the running run's lock (runs.lock)
+
+Clean-ups delete only names capmine makes (the patterns below), never follow
+a link and never reach outside OUT or the download cache: a user's file in
+OUT stays, whatever its folder.
 
 A run moves through planned (``plan.json`` with its threshold), staged
 (every shard's ``records.json``) and done (every shard's stats file, then the
@@ -23,14 +28,76 @@ last one.
 from __future__ import annotations
 
 import json
-import shutil
+import os
+import re
+import stat
 from pathlib import Path
 from typing import Any
 
 from miners.scan import ScanResult
+from runs.lock import OutFolderError, check_subfolders
 from runs.records import Ledger, RunPlan, SeedsMeta, ShardPlan
 from shards.record import ClipRecord
 from shards.writer import atomic_write_json, shard_name, write_shard, write_table
+
+_TMP = r"\.[A-Za-z0-9_]+\.tmp"  # atomic writes' temp suffix (shards.writer.temp_file)
+_KEY = r"[A-Za-z0-9_-]+"  # sample keys and video ids (shards.keys)
+
+
+def _with_temps(names: str) -> re.Pattern:
+    """``names``, and the temp files their atomic writes leave when a run is killed."""
+    return re.compile(rf"(?:{names})|\.(?:{names}){_TMP}")
+
+
+# The files capmine writes in each of its folders.
+SHARD_FILES = _with_temps(r"\d{5,}(?:\.tar|\.parquet|_stats\.json)")
+SCAN_FILES = _with_temps(rf"{_KEY}\.json")
+SEED_CHUNK_FILES = _with_temps(r"[0-9a-f]{12}-\d{10}\.npz")
+STAGED_FILES = re.compile(
+    rf"{_KEY}\.(?:mp4|flac|jpg)"  # a clip's media
+    rf"|\.{_KEY}\.(?:mp4|flac|jpg)\.[0-9a-f]+\.part"  # being cut (miners.cut)
+    rf"|\.{_KEY}\.[0-9a-f]+\.(?:mp4|flac)"  # being trimmed (media.video.trim)
+    rf"|records\.json|\.records\.json{_TMP}"
+)
+STAGING_DIRS = re.compile(r"\d{5,}")
+
+
+def _stale_temp(name: str, pattern: re.Pattern) -> bool:
+    return name.startswith(".") and name.endswith(".tmp") and pattern.fullmatch(name) is not None
+
+
+def remove_file(path: Path) -> bool:
+    """Unlink ``path`` when it is a plain file (never a link, never a folder)."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def clear_folder(folder: Path, files: re.Pattern, dirs: re.Pattern | None = None) -> None:
+    """Delete the files of ``folder`` named by ``files`` (and, in subfolders named by ``dirs``,
+    those too); a folder left empty goes. Anything else, links included, stays."""
+    if folder.is_symlink():
+        raise OutFolderError(
+            f"{folder} is a symbolic link: capmine does not delete through links; "
+            "make it a real folder"
+        )
+    if not folder.is_dir():
+        return
+    for entry in list(os.scandir(folder)):
+        if entry.is_symlink():
+            continue
+        if entry.is_dir() and dirs is not None and dirs.fullmatch(entry.name):
+            clear_folder(Path(entry.path), files)
+        elif entry.is_file() and files.fullmatch(entry.name):
+            remove_file(Path(entry.path))
+    try:
+        folder.rmdir()
+    except OSError:  # something of the user's is still there
+        pass
 
 
 class RunFolder:
@@ -74,18 +141,34 @@ class RunFolder:
         """``shards/NNNNN.tar``, ``NNNNN.parquet`` or ``NNNNN_stats.json`` (suffix ``_stats.json``)."""
         return self.shard_dir / f"{shard_name(index)}{suffix}"
 
-    # What an OUT folder holds that capmine wrote for its runs: --overwrite removes these.
-    RUN_OUTPUTS = ("scans", "shards", "staging", "plan.json", "runs.json", "report.json",
-                   "videos.parquet")  # fmt: skip
+    # What an OUT folder holds that capmine wrote for its runs: --overwrite removes these
+    # (capmine's files in these folders, these files at the top).
+    RUN_FOLDERS = {"scans": (SCAN_FILES, None), "shards": (SHARD_FILES, None),
+                   "staging": (STAGED_FILES, STAGING_DIRS)}  # fmt: skip
+    RUN_FILES = ("plan.json", "runs.json", "report.json", "report.html", "videos.parquet")
 
     def start_over(self) -> None:
-        """``--overwrite``: remove what earlier runs wrote (seed embeddings stay: they are checked)."""
-        for name in self.RUN_OUTPUTS:
-            path = self.root / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
+        """``--overwrite``: remove what earlier runs wrote (seed embeddings stay: they are
+        checked). Only capmine's own files go: a user's file or a link stays."""
+        check_subfolders(self.root)  # a link is refused before anything goes
+        for name, (files, dirs) in self.RUN_FOLDERS.items():
+            clear_folder(self.root / name, files, dirs)
+        names = _with_temps("|".join(re.escape(n) for n in self.RUN_FILES))
+        if self.root.is_dir():
+            for entry in os.scandir(self.root):
+                if names.fullmatch(entry.name) and not entry.is_symlink() and entry.is_file():
+                    remove_file(Path(entry.path))
+
+    def clear_seed_chunks(self) -> None:
+        """Remove the embedded seed chunks (merged, or from another seed table)."""
+        clear_folder(self.seed_chunk_dir, SEED_CHUNK_FILES)
+
+    def clear_staging(self, index: int | None = None) -> None:
+        """Remove one shard's staged clips, or (``None``) all of the staging folder's."""
+        if index is None:
+            clear_folder(self.root / "staging", STAGED_FILES, STAGING_DIRS)
+        else:
+            clear_folder(self.staging(index), STAGED_FILES)
 
     # ------------------------------------------------------------ seeds
 
@@ -181,9 +264,9 @@ class RunFolder:
 
     def fresh_staging(self, shard: ShardPlan) -> Path:
         """``shard``'s staging folder, emptied of an earlier, unfinished attempt."""
+        self.clear_staging(shard.index)
         stage = self.staging(shard.index)
-        shutil.rmtree(stage, ignore_errors=True)
-        stage.mkdir(parents=True)
+        stage.mkdir(parents=True, exist_ok=True)
         return stage
 
     def save_staged(
@@ -214,10 +297,13 @@ class RunFolder:
                 f"shard {shard.index} has not been staged in {self.staging(shard.index)}"
             )
         records, extra = staged
-        for stale in self.shard_dir.glob(f".{shard_name(shard.index)}*.tmp"):  # a killed run's
-            stale.unlink()
+        if self.shard_dir.is_dir():
+            name = shard_name(shard.index)
+            for entry in os.scandir(self.shard_dir):  # a killed run's temp files of this shard
+                if entry.name.startswith(f".{name}") and _stale_temp(entry.name, SHARD_FILES):
+                    remove_file(Path(entry.path))
         stats = write_shard(self.shard_dir, shard.index, records, extra_stats=extra)
-        shutil.rmtree(self.staging(shard.index), ignore_errors=True)
+        self.clear_staging(shard.index)
         return {"index": shard.index, "skipped": False, **stats}
 
     def kept_per_seed(self, shards: list[ShardPlan]) -> dict[str, int]:
@@ -247,13 +333,22 @@ class RunFolder:
         ]  # fmt: skip
         write_table(self.path("videos.parquet"), rows)
 
-    def remove_downloads(self, scans: list[ScanResult]) -> int:
-        """Delete the downloaded sources the run kept for cutting; returns how many."""
+    def remove_downloads(self, scans: list[ScanResult], cache_dir: Path | None = None) -> int:
+        """Delete the downloaded sources the run kept for cutting; returns how many.
+
+        Only plain files inside the download cache (``cache_dir``, else ``OUT/downloads``)
+        go: a scan file naming a path elsewhere (copied or edited) deletes nothing.
+        """
+        cache = os.path.realpath(cache_dir or self.downloads)
         n = 0
         for s in scans:
-            if s.downloaded and s.local_path and Path(s.local_path).exists():
-                Path(s.local_path).unlink()
-                n += 1
+            if not (s.downloaded and s.local_path):
+                continue
+            local = Path(s.local_path)
+            parent = os.path.realpath(local.parent)
+            if os.path.commonpath([cache, parent]) != cache:
+                continue
+            n += remove_file(Path(parent) / local.name)
         return n
 
     def write_report(self, report: dict[str, Any]) -> None:

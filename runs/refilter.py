@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from runs.folder import RunFolder
+from runs.lock import claim_out
 from runs.records import ShardPlan
 from runs.report import drops_by_reason
 from runs.stages import FilterSetup, filter_run, stage_records
@@ -80,6 +81,14 @@ def refilter(src: str | Path, dst: str | Path, setup: FilterSetup) -> dict[str, 
     if target.root.resolve() == source.root.resolve():
         raise ValueError("refilter writes a new run: --out must differ from the source run")
     setup.chains()  # an unknown filter or parameter is an error before any work
+    with claim_out(target.root, "filter"):
+        return _refilter(source, target, tars, setup)
+
+
+def _refilter(
+    source: RunFolder, target: RunFolder, tars: list[Path], setup: FilterSetup
+) -> dict[str, Any]:
+    src = source.root
     mined_with = source.mined_with()
     if setup.embedder is None and mined_with is not None:
         setup = dataclasses.replace(setup, embedder=mined_with)
@@ -92,7 +101,7 @@ def refilter(src: str | Path, dst: str | Path, setup: FilterSetup) -> dict[str, 
         shards.append(shard)
     filter_run(target, shards, setup)
     stats = [target.write_staged(shard) for shard in shards]
-    shutil.rmtree(target.root / "staging", ignore_errors=True)
+    target.clear_staging()
     for name in COPIED:
         if source.path(name).exists():
             shutil.copy2(source.path(name), target.path(name))

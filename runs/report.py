@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from miners.scan import ScanResult
@@ -28,6 +29,7 @@ def finish_run(
     scans: list[ScanResult],
     videos: list[VideoInput],
     keep_downloads: bool = False,
+    cache_dir: Path | None = None,
     report: dict[str, Any],
 ) -> dict[str, Any]:
     """Record a finished run in the ledger, write ``videos.parquet`` (a row for every listed
@@ -38,7 +40,7 @@ def finish_run(
     ledger = ledger.with_run(plan, scans, kept_per_seed=folder.kept_per_seed(plan.shards))
     folder.save_ledger(ledger)
     folder.write_videos_table(all_scans(folder, videos, scans), plan)
-    removed = 0 if keep_downloads else folder.remove_downloads(scans)
+    removed = 0 if keep_downloads else folder.remove_downloads(scans, cache_dir)
     report = dict(report, downloads_removed=removed, run=plan.run,
                   skipped_videos=len(videos) - len(scans), next_shard=ledger.next_shard)  # fmt: skip
     folder.write_report(report)

@@ -13,7 +13,6 @@ import hashlib
 import io
 import json
 import logging
-import shutil
 from collections.abc import Sequence
 from typing import Any
 
@@ -162,7 +161,7 @@ def merge_seed_chunks(
                      image_size=plan.image_size, n_seeds=len(rows), n_ok=len(rows) - n_failed,
                      n_failed=n_failed)  # fmt: skip
     folder.save_seeds_meta(meta)
-    shutil.rmtree(folder.seed_chunk_dir, ignore_errors=True)
+    folder.clear_seed_chunks()
     if n_failed:
         log.warning("seeds: %d of %d could not be read (see seeds.parquet)", n_failed, len(rows))
     return meta

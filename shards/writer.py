@@ -12,6 +12,7 @@ import json
 import os
 import tarfile
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -37,10 +38,41 @@ def shard_name(index: int) -> str:
     return f"{index:05d}"
 
 
+_UMASK_GUARD = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the system says it (Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_GUARD:  # elsewhere: set and restore, the strict value in between
+        old = os.umask(0o077)
+        os.umask(old)
+    return old
+
+
+def temp_file(path: Path) -> tuple[int, str]:
+    """An open temp file beside ``path`` (``.NAME.XXXXXXXX.tmp``), with the permissions a new
+    file gets under the current umask (``mkstemp`` alone makes it owner-only)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    except BaseException:
+        os.close(fd)
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return fd, tmp
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temp file in the same folder, then rename."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -100,7 +132,7 @@ def write_shard(
     name = shard_name(index)
     records = list(records)
     tar_path = shard_dir / f"{name}.tar"
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.tar.", suffix=".tmp", dir=shard_dir)
+    fd, tmp = temp_file(tar_path)
     os.close(fd)
     try:
         with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
