@@ -7,9 +7,11 @@ seeds with a FIFO, decompression bombs, garbage, a ``data:`` URL, a hanging
 URL and a malformed row). Then:
 
 1. mines it once, cleanly, into ``clean/`` (the reference);
-2. mines it into ``soak/``, killing ``capmine mine`` with SIGKILL at
-   ``--kills`` random moments and starting it again each time; during the
-   first attempt a second run on the same OUT is started and must be refused;
+2. mines it into ``soak/``, killing ``capmine mine`` (its whole process group)
+   with SIGKILL ``--kills`` times and starting it again each time: in the middle
+   of scanning (after a random number of scans), just after planning, while
+   staging, after a shard is written, then at random moments; during the first
+   attempt a second run on the same OUT is started and must be refused;
 3. lets the last run finish, and checks:
    * the dataset equals the clean run's: every parquet row, every tar member
      (names and bytes);
@@ -84,6 +86,50 @@ def kill_group(p: subprocess.Popen) -> None:
     p.communicate()
 
 
+def progress(out: Path) -> dict:
+    """Where a run on ``out`` stands, from the files it leaves."""
+
+    def mtime(p: Path) -> float:
+        return p.stat().st_mtime if p.exists() else 0.0
+
+    staged = list((out / "staging").rglob("*")) if (out / "staging").exists() else []
+    return {"scans": len(list((out / "scans").glob("*.json"))) if (out / "scans").exists() else 0,
+            "plan": mtime(out / "plan.json"), "staged": max(map(mtime, staged), default=0.0),
+            "shards": len(list((out / "shards").glob("*_stats.json")))
+            if (out / "shards").exists() else 0}  # fmt: skip
+
+
+def kill_points(rng: random.Random, kills: int) -> list:
+    """``kills`` moments to SIGKILL a run at, each a test of (now, at start, seconds): in the
+    middle of scanning, just after planning, while staging, after a shard, and at random."""
+    n_scans = rng.randint(5, 20)
+    points = [
+        (
+            f"mid-scan ({n_scans} scans in)",
+            lambda now, then, t: now["scans"] >= then["scans"] + n_scans,
+        ),
+        ("after planning", lambda now, then, t: now["plan"] > then["plan"]),
+        ("while staging", lambda now, then, t: now["staged"] > then["staged"]),
+        ("after a shard", lambda now, then, t: now["shards"] > then["shards"]),
+    ]
+    while len(points) < kills:
+        at = rng.uniform(3.0, 25.0)
+        points.append((f"at {at:.1f} s", lambda now, then, t, at=at: t >= at))
+    return points[:kills]
+
+
+def second_run(cmd: list[str], cwd: Path, home: Path) -> dict:
+    """Start ``cmd`` while another run holds its OUT: it must stop at once, naming it."""
+    second, t1 = start(cmd, cwd, home), time.perf_counter()
+    try:
+        _, err = second.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        kill_group(second)
+        err = "(still running after 60 s)"
+    return {"exit": second.returncode, "seconds": round(time.perf_counter() - t1, 1),
+            "message": err.strip().splitlines()[-1:] if err else []}  # fmt: skip
+
+
 def snapshot(*folders: Path) -> dict[str, tuple[int, int]]:
     out = {}
     for folder in folders:
@@ -123,25 +169,20 @@ def run(folder: Path, kills: int, seed: int) -> dict:
             raise SystemExit(f"the clean run failed ({clean.returncode}):\n{err[-3000:]}")
 
         kill_times, refused = [], None
-        for k in range(kills):
-            p, began = start(capmine_cmd(s, folder / "soak", cache), cwd, home), time.monotonic()
-            at = rng.uniform(2.0, max(3.0, t_clean * 0.9))
+        points = kill_points(rng, kills)
+        for k, (point, ready) in enumerate(points):
+            out = folder / "soak"
+            p, began = start(capmine_cmd(s, out, cache), cwd, home), time.monotonic()
             if k == 0:  # a second run on the same OUT while the first holds it
-                time.sleep(min(at, 5.0))
-                second = start(capmine_cmd(s, folder / "soak", cache), cwd, home)
-                t1 = time.perf_counter()
-                try:
-                    _, second_err = second.communicate(timeout=60)
-                except subprocess.TimeoutExpired:
-                    kill_group(second)
-                    second_err = "(still running after 60 s)"
-                refused = {"exit": second.returncode, "seconds": round(time.perf_counter() - t1, 1),
-                           "message": second_err.strip().splitlines()[-1:] if second_err else []}  # fmt: skip
-            if p.poll() is None:
-                time.sleep(max(0.0, began + at - time.monotonic()))
+                time.sleep(5.0)
+                refused = second_run(capmine_cmd(s, out, cache), cwd, home)
+            state = progress(out)
+            while p.poll() is None and not ready(progress(out), state, time.monotonic() - began):
+                time.sleep(0.1)
             finished_early = p.poll() is not None
             kill_group(p)
-            kill_times.append(None if finished_early else round(time.monotonic() - began, 1))
+            kill_times.append({"at": point, "seconds": None if finished_early
+                               else round(time.monotonic() - began, 1)})  # fmt: skip
         t2 = time.perf_counter()
         last = start(capmine_cmd(s, folder / "soak", cache), cwd, home)
         _, err = last.communicate()
@@ -206,7 +247,13 @@ def failures(out: Path, s) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--kills", type=int, default=5, help="SIGKILLs before the final run")
+    p.add_argument(
+        "--kills",
+        type=int,
+        default=5,
+        help="SIGKILLs before the final run "
+        "(mid-scan, after planning, while staging, after a shard, then at random)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
     p.add_argument("--keep", help="folder to work in and keep (default: a temporary one)")
     args = p.parse_args()
