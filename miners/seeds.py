@@ -15,6 +15,7 @@ raises at once.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import os
@@ -293,8 +294,38 @@ def _read_json(path: Path) -> list[Seed]:
 
     with fsspec.open(str(path), "rt", compression="infer", encoding="utf-8") as f:
         is_array = f.read(4096).lstrip().startswith("[")
-    table = _parse(pd.read_json, path, lines=not is_array, dtype=False)
+    if not is_array:
+        return _read_json_lines(path)
+    table = _parse(pd.read_json, path, lines=False, dtype=False)
     return _table_seeds({str(name): table[name].tolist() for name in table.columns}, path)
+
+
+def _read_json_lines(path: Path) -> list[Seed]:
+    """JSON lines, one record a line: a line that is not a JSON object fails that seed
+    alone, named by file and line."""
+    import fsspec
+
+    records: list[tuple[int, dict | str]] = []
+    with fsspec.open(str(path), "rt", compression="infer", encoding="utf-8",
+                     errors="replace") as f:  # fmt: skip
+        for line, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as exc:
+                records.append((line, f"not JSON: {exc}"))
+                continue
+            records.append((line, record if isinstance(record, dict) else "not a JSON object"))
+    good = [r for _, r in records if isinstance(r, dict)]
+    if not records:
+        raise ValueError(f"empty seeds file: {path}")
+    if not good:
+        raise ValueError(f"cannot parse seeds file {path}: no line is a JSON object")
+    names = list(dict.fromkeys(k for r in good for k in r))
+    seeds = iter(_table_seeds({n: [r.get(n) for r in good] for n in names}, path))
+    return [next(seeds) if isinstance(r, dict) else
+            Seed(f"{path.name}:{line}", "", "", f"{path}:{line}: {r}") for line, r in records]  # fmt: skip
 
 
 def _parse(read: Any, path: Path, **kwargs: Any) -> Any:

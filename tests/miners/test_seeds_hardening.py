@@ -472,3 +472,18 @@ def test_mine_options_reach_the_seed_loader(monkeypatch):
     defaults = MineParams(seeds="s", videos="v", out="o")
     assert defaults.allowed_protocols == ["file", "http", "https", "s3", "gs", "az"]
     assert defaults.max_image_pixels == 50_000_000 and not defaults.block_private_addresses
+
+
+def test_a_bad_jsonl_line_fails_that_seed_alone(tmp_path):
+    from miners.seeds import read_seeds
+
+    path = tmp_path / "seeds.jsonl"
+    path.write_text('{"url": "a.png", "caption": "a red square"}\n'
+                    '{"url": "b.png", "caption": "broken\n'
+                    '[1, 2]\n'
+                    '{"url": "c.png", "caption": "a blue circle"}\n')  # fmt: skip
+    seeds = read_seeds(path)
+    assert [s.caption for s in seeds if s.error is None] == ["a red square", "a blue circle"]
+    bad = [s for s in seeds if s.error]
+    assert [s.id for s in bad] == ["seeds.jsonl:2", "seeds.jsonl:3"]
+    assert bad[0].error.startswith(f"{path}:2: not JSON") and "not a JSON object" in bad[1].error
