@@ -56,9 +56,10 @@ class PlantedCheck:
         ]
         if self.verdicts.get("static") or self.verdicts.get("pan_still"):
             out.append(
-                "  ('static' / 'pan_still': every other planted picture is a still under a slow "
-                "camera move, the kind of clip VideoCC3M's release warns about; the others have "
-                "a subject moving across them and are kept; --filters none keeps all)"
+                "  ('static' / 'pan_still': the second, fourth, ... planted picture of each video is "
+                "a still under a slow camera move, the kind of clip VideoCC3M's release warns "
+                "about; the others have a subject moving across them and are kept; "
+                "--filters none keeps all)"
             )
         return out
 
