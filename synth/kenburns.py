@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from media.audio import AUDIO_RATE
-from media.ffmpeg import FFMPEG, run
+from miners.frames import frame_at
 from synth.encode import encode_frames, tone
 from synth.realclips import real_clip
 
@@ -41,16 +41,7 @@ MOVES = ("zoom_in", "zoom_out", "pan", "zoom_pan", "still")
 def real_photo(name: str = "bigbuckbunny", t: float = 2.0) -> np.ndarray:
     """The frame at ``t`` seconds of the real clip ``name`` (:mod:`synth.realclips`),
     (H, W, 3) uint8 RGB at the clip's own size, to be used as a photo."""
-    clip = real_clip(name)
-    out = run(
-        [FFMPEG, "-nostdin", "-v", "error", "-ss", f"{t:.3f}", "-i", str(clip.path),
-         "-map", "0:v:0", "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
-        what=f"frame {t} s of {clip.path}",
-    )  # fmt: skip
-    size = clip.width * clip.height * 3
-    if len(out) < size:
-        raise ValueError(f"{name}: no frame at {t} s")
-    return np.frombuffer(out[:size], dtype=np.uint8).reshape(clip.height, clip.width, 3)
+    return frame_at(real_clip(name).path, t)
 
 
 def painted_photo(width: int = 960, height: int = 540, seed: int = 0) -> np.ndarray:

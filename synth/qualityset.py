@@ -30,8 +30,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from media.ffmpeg import FFMPEG, run
+from miners.frames import frame_at
 from synth.kenburns import real_photo, write_ken_burns
 from synth.realclips import real_clip
+from synth.testmedia import write_image
 
 WIDTH, HEIGHT, FPS, AUDIO_RATE = 320, 180, 25, 44100
 TIMEOUT = 300.0
@@ -169,10 +171,6 @@ def seed_time(name: str) -> float | None:
     return 0.0 if kind == "real_shot" else round(seconds / 2 * FPS) / FPS
 
 
-def _frame_png(video: Path, t: float, out: Path) -> None:
-    _ffmpeg(["-ss", f"{t}", "-i", str(video), "-frames:v", "1", str(out)], out)
-
-
 def _concat(pieces: list[Path], out: Path) -> None:
     inputs = [a for p in pieces for a in ("-i", str(p))]
     graph = "".join(f"[{i}:v][{i}:a]" for i in range(len(pieces)))
@@ -193,7 +191,7 @@ def make_quality_set(root: str | Path, videos: dict[str, list[str]] | None = Non
     for name in used:
         t = seed_time(name)
         if t is not None:
-            _frame_png(paths[name], t, seeds_dir / f"{name}.png")
+            write_image(seeds_dir / f"{name}.png", frame_at(paths[name], t))
             (seeds_dir / f"{name}.txt").write_text(f"footage of {name.replace('_', ' ')}")
     qs = QualitySet(root, seeds_dir, root / "videos.txt")
     for vid, order in videos.items():
