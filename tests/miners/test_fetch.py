@@ -49,22 +49,30 @@ Respond = Callable[[http.server.BaseHTTPRequestHandler, threading.Event], None]
 
 
 @contextmanager
-def serve(respond: Respond) -> Iterator[str]:
+def serve(respond: Respond, *, http11: bool = False) -> Iterator[str]:
     """A 127.0.0.1 server answering every GET with ``respond``; yields its base URL.
 
     ``respond`` gets a release event that is set on exit, so a handler that hangs
-    waits on it and its thread ends with the test.
+    waits on it and its thread ends with the test. ``http11`` speaks HTTP/1.1
+    (chunked bodies need it), and a write the client stopped reading gives up
+    after 5 s.
     """
     release = threading.Event()
 
     class Handler(http.server.BaseHTTPRequestHandler):
+        if http11:
+            protocol_version = "HTTP/1.1"
+
         def do_GET(self) -> None:  # noqa: N802 - http.server's spelling
+            if http11:
+                self.request.settimeout(5)
             respond(self, release)
 
         def log_message(self, format, *args):  # noqa: A002 - keep test output quiet
             pass
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:

@@ -6,12 +6,11 @@ no declared size, so only a byte cap or a wall-clock deadline can stop a fetch.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,36 +26,13 @@ from miners.fetch import FetchError, fetch_video
 from miners.frames import frame_at, iter_frames
 from miners.videos import read_videos
 from synth.testmedia import grey_frame, write_video
+from tests.miners.test_fetch import Respond
+from tests.miners.test_fetch import serve as _serve
 
-Respond = Callable[[http.server.BaseHTTPRequestHandler, threading.Event], None]
 
-
-@contextmanager
-def serve(respond: Respond) -> Iterator[str]:
-    """A 127.0.0.1 server answering GET (and HEAD) with ``respond``; yields its base URL."""
-    release = threading.Event()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # chunked bodies need 1.1
-
-        def do_GET(self) -> None:  # noqa: N802 - http.server's spelling
-            self.request.settimeout(5)  # a write the client stopped reading gives up
-            respond(self, release)
-
-        def log_message(self, format, *args):  # noqa: A002 - keep test output quiet
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/"
-    finally:
-        release.set()
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
+def serve(respond: Respond) -> contextlib.AbstractContextManager[str]:
+    """The fetch tests' 127.0.0.1 server, speaking HTTP/1.1 for chunked bodies."""
+    return _serve(respond, http11=True)
 
 
 class Endless:
