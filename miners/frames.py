@@ -54,6 +54,7 @@ HWACCELS = ("none", "auto", "cuda")  # decoder: software, NVDEC where it works, 
 # ffmpeg's decoder options per sampler, given before -i
 _SAMPLER_INPUT = {"exact": {}, "keyframes": {"skip_frame": "nokey"}}
 _PROBE_TIMEOUT = 10.0  # seconds for `ffmpeg -hwaccels` or `nvidia-smi -L`
+_NVIDIA_DEVICE = Path("/dev/nvidia0")  # the first GPU's node, where the driver is loaded
 
 
 def resolve_hwaccel(hwaccel: str) -> str:
@@ -73,7 +74,7 @@ def cuda_decoding_available() -> bool:
     ``ffmpeg -hwaccels``. Debian's ffmpeg lists cuda on every machine, so the
     list alone says nothing about the GPU.
     """
-    if not (Path("/dev/nvidia0").exists() or _nvidia_smi_runs()):
+    if not (_NVIDIA_DEVICE.exists() or _nvidia_smi_runs()):
         return False
     try:
         listed = run([FFMPEG, "-hide_banner", "-hwaccels"], what="ffmpeg -hwaccels",
