@@ -21,6 +21,7 @@ embedding excluded). Prints one JSON line::
 
     .venv/bin/python bench/keyframe_recall.py                       # 8 videos of 40 s
     .venv/bin/python bench/keyframe_recall.py --n-videos 2 --seconds 20 --n-seeds 4
+    .venv/bin/python bench/keyframe_recall.py --height 720 --gops 2,10   # decoding as on real footage
 """
 
 from __future__ import annotations
@@ -50,9 +51,12 @@ CRF = 26  # the planted set's own quality
 SAMPLERS = ("exact", "keyframes")
 
 
-def reencode(videos_txt: Path, out_dir: Path, fps: float, gop_seconds: float | None) -> Path:
+def reencode(
+    videos_txt: Path, out_dir: Path, fps: float, gop_seconds: float | None, height: int
+) -> Path:
     """Every listed video re-encoded into ``out_dir`` (x264 veryfast, audio copied): with
-    ``gop_seconds`` a key frame exactly every that many seconds, else x264's own choice.
+    ``gop_seconds`` a key frame exactly every that many seconds, else x264's own choice;
+    ``height`` > 0 scales it to that height (decoding then costs what it does on real footage).
     Returns the new list; the file names stay, so a clip's video maps back by name."""
     out_dir.mkdir(parents=True, exist_ok=True)
     listed = []
@@ -60,6 +64,8 @@ def reencode(videos_txt: Path, out_dir: Path, fps: float, gop_seconds: float | N
         dst = out_dir / Path(src).name
         cmd = [FFMPEG, "-v", "error", "-y", "-i", src, "-c:v", "libx264", "-preset", "veryfast",
                "-crf", str(CRF), "-pix_fmt", "yuv420p", "-c:a", "copy"]  # fmt: skip
+        if height > 0:
+            cmd += ["-vf", f"scale=-2:{height}"]
         if gop_seconds is not None:
             n = max(1, round(gop_seconds * fps))
             cmd += ["-g", str(n), "-keyint_min", str(n), "-sc_threshold", "0"]
@@ -117,6 +123,8 @@ def main() -> None:
     )
     ap.add_argument("--threshold", type=float, default=0.8,
                     help="a planted seed's own footage scores 0.9-1.0 under the pixel embedder")  # fmt: skip
+    ap.add_argument("--height", type=int, default=0,
+                    help="re-encode the videos at this height, e.g. 720 (default: as generated, 180)")  # fmt: skip
     ap.add_argument("--workers", type=int, default=1, help="videos scanned at once")
     ap.add_argument("--work", help="folder for the set and the runs (default: a temp dir)")
     args = ap.parse_args()
@@ -130,9 +138,11 @@ def main() -> None:
     fps = manifest["params"]["fps"]
     layouts = {"scenecut": None} | {f"gop{g}s": float(g) for g in args.gops.split(",") if g}
     result = {"set": {k: manifest["params"][k] for k in ("n_seeds", "n_videos", "seconds", "fps")},
-              "threshold": args.threshold, "cores": len(os.sched_getaffinity(0))}  # fmt: skip
+              "height": args.height or manifest["params"]["height"], "threshold": args.threshold,
+              "cores": len(os.sched_getaffinity(0))}  # fmt: skip
     for name, gop in layouts.items():
-        videos = reencode(root / "data" / "videos.txt", root / name / "videos", fps, gop)
+        videos = reencode(root / "data" / "videos.txt", root / name / "videos", fps, gop,
+                          args.height)  # fmt: skip
         row = {}
         for sampler in SAMPLERS:
             mined = mine_once(root / name, root / "data" / "seeds", videos, sampler,
