@@ -85,6 +85,7 @@ def scan_video_task(video: VideoInput, params: MineParams, threshold: float) -> 
         threshold=threshold, fps=params.fps, batch_size=params.batch_size,
         cache_dir=_cache_dir(params), fetch_timeout=params.fetch_timeout, max_height=params.max_height,
         max_download_mb=params.max_download_mb, clip_seconds=params.clip_seconds,
+        sampler=params.sampler, hwaccel=params.hwaccel,
     )  # fmt: skip
 
 

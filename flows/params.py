@@ -93,6 +93,19 @@ class MineParams(BaseModel):
         description="Refuse seed URLs that resolve to private, loopback or link-local addresses, also after redirects (for untrusted lists)",
     )
     # --- end of seed reading guards
+    # --- frame sampling (miners/frames.py): how the scan decodes the frames it embeds.
+    # keyframes trades recall for speed; exact is the reference and the default.
+    sampler: str = Field(
+        "exact",
+        pattern="^(exact|keyframes)$",
+        description="Frames the scan decodes: exact (every frame, one per 1/fps kept) or keyframes (key frames only, at most one per 1/fps, each at its exact time; much faster, misses scenes without a key frame)",
+    )
+    hwaccel: str = Field(
+        "auto",
+        pattern="^(none|auto|cuda)$",
+        description="Video decoding: none (software), cuda (NVDEC through ffmpeg, software again if it fails to start), or auto (cuda where ffmpeg and an NVIDIA device allow)",
+    )
+    # --- end of frame sampling
     # -- download limits: each bounds every video download, yt-dlp or plain HTTP, while it
     # runs; past either the download stops, its partial file is removed and the video is a
     # failed row (timeout / too_large)

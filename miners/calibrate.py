@@ -110,12 +110,16 @@ def calibrate(
     max_frames_per_video: int = 120,
     seed_workers: int = 16,
     seed_guards: dict | None = None,
+    hwaccel: str = "auto",
 ) -> dict:
     """Embed up to ``max_seeds`` seeds (as they are and scrambled) and frames of up to
     ``max_videos`` videos, and estimate the threshold from the null similarities.
 
     ``seed_guards`` are the seed reader's limits (``max_image_pixels``,
-    ``allowed_protocols``, ``block_private_addresses``), as the run reads seeds."""
+    ``allowed_protocols``, ``block_private_addresses``), as the run reads seeds.
+    ``hwaccel`` chooses the decoder (:func:`miners.frames.iter_frames`); frames
+    are sampled exactly whatever the run's sampler, so the threshold does not
+    depend on which frames a faster scan skips."""
     import logging
 
     from media import MediaError
@@ -142,7 +146,8 @@ def calibrate(
             fetched = fetch_video(video.url, _tmp_cache())
             try:
                 n = 0
-                for _, frames in iter_frames(fetched.path, fps=fps, size=model.image_size):
+                for _, frames in iter_frames(fetched.path, fps=fps, size=model.image_size,
+                                             hwaccel=hwaccel):  # fmt: skip
                     frame_embs.append(model.embed_images(frames[: max_frames_per_video - n]))
                     n += len(frame_embs[-1])
                     if n >= max_frames_per_video:

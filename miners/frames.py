@@ -8,14 +8,26 @@ time of the source frame it came from, so a match points at a frame that
 :func:`frame_at` and :func:`miners.cut.cut_clip` can find again.
 
 Times count from the video stream's first frame (see :mod:`media.probe`).
+
+Two options make the decode cheaper. ``sampler="keyframes"`` decodes only the
+key frames (``-skip_frame nokey``) and keeps at most one of them per bucket,
+each still at its exact time: far less decoding, but a scene without a key
+frame in it is never seen. ``hwaccel="cuda"`` decodes on an NVIDIA GPU (NVDEC)
+and downloads the pictures for the same CPU filters; ``"auto"`` does so only
+where ffmpeg and the machine can, and a hardware decode that fails before its
+first frame is done once more in software.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import queue
 import re
-from collections.abc import Iterator
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -37,7 +49,82 @@ FRAME_TIMEOUT = 60.0  # seconds for frame_at: one seek and one decoded frame
 _FRAME_RE = re.compile(r"n:\s*\d+\s+pts:\s*(\S+)\s+pts_time:(\S+)")
 _TIME_BASE_RE = re.compile(r"config in time_base:\s*(\d+)/(\d+)")
 
+SAMPLERS = ("exact", "keyframes")  # every frame decoded, or key frames only
+HWACCELS = ("none", "auto", "cuda")  # decoder: software, NVDEC where it works, NVDEC
+# ffmpeg's decoder options per sampler, given before -i
+_SAMPLER_INPUT = {"exact": {}, "keyframes": {"skip_frame": "nokey"}}
+_PROBE_TIMEOUT = 10.0  # seconds for `ffmpeg -hwaccels` or `nvidia-smi -L`
+_NVIDIA_DEVICE = Path("/dev/nvidia0")  # the first GPU's node, where the driver is loaded
 
+
+def resolve_hwaccel(hwaccel: str) -> str:
+    """``none`` or ``cuda``: ``auto`` is cuda only where :func:`cuda_decoding_available`."""
+    if hwaccel not in HWACCELS:
+        raise ValueError(f"hwaccel must be one of {', '.join(HWACCELS)}, not {hwaccel!r}")
+    if hwaccel == "auto":
+        return "cuda" if cuda_decoding_available() else "none"
+    return hwaccel
+
+
+@functools.cache
+def cuda_decoding_available() -> bool:
+    """ffmpeg was built with cuda among its hwaccels and an NVIDIA device is present.
+
+    Asked once per process: a device node or a working ``nvidia-smi``, then
+    ``ffmpeg -hwaccels``. Debian's ffmpeg lists cuda on every machine, so the
+    list alone says nothing about the GPU.
+    """
+    if not (_NVIDIA_DEVICE.exists() or _nvidia_smi_runs()):
+        return False
+    try:
+        listed = run([FFMPEG, "-hide_banner", "-hwaccels"], what="ffmpeg -hwaccels",
+                     timeout=_PROBE_TIMEOUT)  # fmt: skip
+    except MediaError as e:
+        log.info("no hardware decoding: %s", e)
+        return False
+    return "cuda" in listed.decode("utf-8", "replace").split()
+
+
+def _nvidia_smi_runs() -> bool:
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return False
+    try:
+        done = subprocess.run([exe, "-L"], capture_output=True, timeout=_PROBE_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def _software_fallback(
+    sample: Callable[..., Iterator[tuple[np.ndarray, np.ndarray]]],
+) -> Callable[..., Iterator[tuple[np.ndarray, np.ndarray]]]:
+    """``hwaccel`` resolved; a hardware decode that fails before its first frame
+    (no device, a driver that will not load) is tried once more in software, and
+    logged. A failure after frames came out is the video's, as in software."""
+
+    @functools.wraps(sample)
+    def frames(path: str | Path, *, hwaccel: str = "none", **options):
+        hwaccel = resolve_hwaccel(hwaccel)
+        with contextlib.closing(sample(path, hwaccel=hwaccel, **options)) as batches:
+            if hwaccel == "none":
+                yield from batches
+                return
+            try:
+                first = next(batches, None)
+            except MediaError as e:
+                log.warning("%s: %s decoding failed before the first frame, decoding in "
+                            "software instead: %s", path, hwaccel, e)  # fmt: skip
+                yield from sample(path, hwaccel="none", **options)
+                return
+            if first is not None:
+                yield first
+                yield from batches
+
+    return frames
+
+
+@_software_fallback
 def iter_frames(
     path: str | Path,
     *,
@@ -46,12 +133,16 @@ def iter_frames(
     batch_size: int = 64,
     timeout: float | None = None,
     threads: int = 0,
+    sampler: str = "exact",
+    hwaccel: str = "none",
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(times, frames)`` batches: float64 seconds ``(n,)`` and uint8 RGB
     ``(n, size, size, 3)``, ``n <= batch_size``.
 
     ``timeout`` bounds the whole decode; ``threads`` is ffmpeg's decoder thread
     count (0: ffmpeg decides), worth pinning when many workers share a machine.
+    ``sampler`` is ``exact`` (every frame decoded) or ``keyframes`` (key frames
+    only); ``hwaccel`` is ``none``, ``cuda`` or ``auto`` (see the module's notes).
     Raises :class:`MediaError` when ffmpeg fails or nothing decodes; a file cut
     short that ffmpeg still decodes in part yields what it could, with a warning.
     """
@@ -59,7 +150,8 @@ def iter_frames(
         raise ValueError(f"fps, size and batch_size must be positive: {fps}, {size}, {batch_size}")
     info, streams = probe_streams(path)
     showinfo = FilterLog("showinfo")
-    cmd = _sampling_command(path, streams, fps=fps, size=size, threads=threads, showinfo=showinfo)
+    cmd = _sampling_command(path, streams, fps=fps, size=size, threads=threads, showinfo=showinfo,
+                            sampler=sampler, hwaccel=hwaccel)  # fmt: skip
     log.debug("sampling %s: %s", path, cmd)
     n_frames = 0
     last_time = float("nan")
@@ -148,6 +240,8 @@ def _sampling_command(
     size: int,
     threads: int,
     showinfo: FilterLog,
+    sampler: str = "exact",
+    hwaccel: str = "none",
 ) -> list[str]:
     """ffmpeg picks, times, scales and crops; Python only reads bytes.
 
@@ -159,13 +253,26 @@ def _sampling_command(
     duplicated frames, unlike the ``fps`` filter; ``passthrough`` stops the
     muxer from duplicating or dropping frames to fake a constant rate.
     ``showinfo`` names the instance whose lines carry the frame times.
+
+    ``keyframes`` has the decoder skip every frame but the key frames, so the
+    same ``select`` sees only those and keeps the first of each bucket (a
+    bucket without one stays empty). ``cuda`` decodes with NVDEC; without an
+    output format the frames come back to system memory for the CPU filters.
+    ``hwaccel`` here is already resolved: ``none`` or ``cuda``.
     """
+    if sampler not in _SAMPLER_INPUT:
+        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, not {sampler!r}")
+    if hwaccel not in ("none", "cuda"):
+        raise ValueError(f"hwaccel must be none or cuda here, not {hwaccel!r}")
+    decoder = dict(_SAMPLER_INPUT[sampler])
+    if hwaccel == "cuda":
+        decoder["hwaccel"] = "cuda"
 
     def bucket(t: str) -> str:  # +1e-6: a frame on a bucket boundary stays in its bucket
         return f"floor(({t}-({streams.video_start:.6f}))*{float(fps)!r}+1e-6)"
 
     keep = f"isnan(prev_selected_t)+gt({bucket('t')},{bucket('prev_selected_t')})"
-    video = ffmpeg.input(file_arg(path), threads=threads)[str(streams.video_index)]
+    video = ffmpeg.input(file_arg(path), threads=threads, **decoder)[str(streams.video_index)]
     video = video.filter("select", keep).filter(showinfo.name)
     steps = ([] if streams.square_pixels else SQUARE_PIXELS) + centre_square(size)
     video = apply_filters(video, steps)

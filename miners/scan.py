@@ -81,6 +81,8 @@ def scan_video(
     max_height: int = 360,
     shot_context: float = 10.0,
     max_bytes: int | None = 2_000_000_000,
+    sampler: str = "exact",
+    hwaccel: str = "none",
 ) -> ScanResult:
     """Fetch ``video``, sample and embed its frames at ``fps``, find its seed candidates,
     and the shot holding each candidate's peak.
@@ -92,6 +94,9 @@ def scan_video(
 
     ``fetch_timeout`` bounds each download attempt as a whole (seconds), and
     ``max_bytes`` its size, both while it runs (:func:`miners.fetch.fetch_video`).
+
+    ``sampler`` and ``hwaccel`` choose how frames are decoded
+    (:func:`miners.frames.iter_frames`).
 
     A download that matched nothing is deleted at once (there is nothing to
     cut from it); one that matched is kept for cutting.
@@ -108,7 +113,8 @@ def scan_video(
         result.timings["fetch"] = time.monotonic() - t0
         result.local_path, result.downloaded = str(fetched.path), fetched.downloaded
         _describe(result, fetched)
-        _match_frames(result, fetched.path, index, embedder, threshold, fps, batch_size)
+        _match_frames(result, fetched.path, index, embedder, threshold, fps, batch_size,
+                      sampler=sampler, hwaccel=hwaccel)  # fmt: skip
         result.timings["decode"] = time.monotonic() - t0 - result.timings["fetch"]
         result.timings["decode"] -= result.timings["embed"]
         ts = time.monotonic()
@@ -144,12 +150,16 @@ def _match_frames(
     threshold: float,
     fps: float,
     batch_size: int,
+    *,
+    sampler: str = "exact",
+    hwaccel: str = "none",
 ) -> None:
     """Sample, embed and search every frame batch; candidates and counts into ``result``."""
     acc, times = HitAccumulator(), []
     t_embed = 0.0
     for batch_times, frames in iter_frames(path, fps=fps, size=embedder.image_size,
-                                           batch_size=batch_size):  # fmt: skip
+                                           batch_size=batch_size, sampler=sampler,
+                                           hwaccel=hwaccel):  # fmt: skip
         te = time.monotonic()
         emb = embedder.embed_images(frames)
         rows, seeds, sims = index.search(emb, threshold)

@@ -101,6 +101,8 @@ def scan_video_into(
     max_height: int = 360,
     clip_seconds: float = 10.0,
     max_download_mb: float | None = 2000.0,
+    sampler: str = "exact",
+    hwaccel: str = "none",
 ) -> ScanResult:
     """Scan one video against the run's seed index and keep the result in ``OUT/scans/``.
 
@@ -108,13 +110,16 @@ def scan_video_into(
     longer). A result made with the same seeds, embedder, threshold, fps and
     shot span is returned as it is. A video that cannot be fetched or decoded is
     a failed result. ``fetch_timeout`` (seconds) and ``max_download_mb`` bound each
-    download attempt as it runs (None: no size cap).
+    download attempt as it runs (None: no size cap). A scan made with another
+    ``sampler`` is redone; ``hwaccel`` decodes the same frames, so it is not a setting.
     """
     seeds = folder.seeds_meta()
     if seeds is None:
         raise FileNotFoundError(f"{folder.root}: the seeds are not embedded yet (no seeds.json)")
     settings = {"embedder": embedder, "threshold": threshold, "fps": fps,
                 "seeds": seeds.fingerprint, "shot_context": clip_seconds}  # fmt: skip
+    if sampler != "exact":  # named only when not the default, so earlier exact scans still count
+        settings["sampler"] = sampler
     previous = folder.load_scan(video.video_id)
     if previous is not None and previous.settings == settings:
         return previous
@@ -122,7 +127,7 @@ def scan_video_into(
         video, index=_seed_index(str(folder.root)), embedder=get_embedder(embedder, device, batch_size),
         threshold=threshold, fps=fps, batch_size=batch_size, cache_dir=cache_dir or folder.downloads,
         fetch_timeout=fetch_timeout, max_height=max_height, shot_context=clip_seconds,
-        max_bytes=_bytes(max_download_mb),
+        max_bytes=_bytes(max_download_mb), sampler=sampler, hwaccel=hwaccel,
     )  # fmt: skip
     result.settings = settings
     folder.save_scan(result)

@@ -95,6 +95,17 @@ def test_scans_are_reused_only_with_the_same_settings(tiny_set):
     assert strict.settings["threshold"] == 0.999 and path.stat().st_mtime_ns != stamp
 
 
+def test_a_scan_with_another_sampler_is_redone(tiny_set):
+    """The video has one key frame (at 0 s): a keyframes scan sees one frame, not twelve."""
+    folder, videos = tiny_set
+    exact = _scan_all(folder, videos[:1])[0]
+    assert "sampler" not in exact.settings  # exact scans made before the option still count
+    keyed = scan_video_into(folder, videos[0], embedder=EMBEDDER, device="cpu", threshold=0.6,
+                            sampler="keyframes")  # fmt: skip
+    assert keyed.settings["sampler"] == "keyframes" and keyed.n_frames == 1
+    assert _scan_all(folder, videos[:1])[0].n_frames == exact.n_frames == 12
+
+
 def test_shards_after_downloads_are_gone_refetch_and_a_lost_source_fails_one_clip(
     tiny_set, tmp_path
 ):
