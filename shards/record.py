@@ -119,7 +119,10 @@ class ClipRecord:
         )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["cut"] is None:
+            del d["cut"]  # only runs that chose a cut mode say it, as in the json and the row
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ClipRecord:
