@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from media.ffmpeg import FFPROBE, MediaError, file_arg, run
-from media.probe import Streams
+from media.probe import ProbeInfo, Streams, describe, probe_data
 
 PACKETS_TIMEOUT = 30.0  # seconds; a local file lists a few seconds of packets in well under one
 # Times from ffprobe and from the scan agree to the microsecond; a millisecond
@@ -53,6 +53,27 @@ class PacketList:
     packets: list[Packet]
 
 
+# Where a file's video starts on its own clock (the stream's start_time): 0 in
+# nearly every mp4; a combined look-up reads this much more on each side, and
+# lists packets again when the video starts further off.
+START_ALLOWANCE = 2.0  # seconds
+
+
+def probe_with_packets(
+    path: str | Path, lo: float, hi: float, *, timeout: float = PACKETS_TIMEOUT
+) -> tuple[ProbeInfo, Streams, PacketList]:
+    """:func:`media.probe.probe_streams` and :func:`video_packets` over ``[lo, hi]``
+    (video seconds) from one ffprobe run (each run costs tens of milliseconds of
+    start-up, as much as listing the packets)."""
+    entries = ["-show_entries", _PACKETS, "-read_intervals", _interval(lo - START_ALLOWANCE,
+               hi + START_ALLOWANCE, 0.0)]  # fmt: skip
+    data = probe_data(path, timeout=timeout, also=entries)
+    info, streams = describe(path, data)
+    if abs(streams.video_start) > START_ALLOWANCE:
+        return info, streams, video_packets(path, streams, lo, hi, timeout=timeout)
+    return info, streams, _listing(path, data, streams)
+
+
 def video_packets(
     path: str | Path,
     streams: Streams,
@@ -68,25 +89,39 @@ def video_packets(
     until ``hi``; nothing is decoded. Raises :class:`MediaError` naming ``path``
     when ffprobe fails or says nothing usable.
     """
-    interval = f"{streams.source_time(max(lo, 0.0)):.6f}%{streams.source_time(hi):.6f}"
-    cmd = [
-        FFPROBE, "-v", "error", "-select_streams", str(streams.video_index),
-        "-read_intervals", interval,
-        "-show_entries", "packet=pts,dts,duration,flags:stream=time_base,codec_name,pix_fmt",
-        "-of", "json", file_arg(path),
-    ]  # fmt: skip
+    cmd = [FFPROBE, "-v", "error", "-select_streams", str(streams.video_index),
+           "-read_intervals", _interval(lo, hi, streams.video_start),
+           "-show_entries", _ENTRIES, "-of", "json", file_arg(path)]  # fmt: skip
     out = run(cmd, what=path, timeout=timeout)
     try:
         data = json.loads(out.decode("utf-8", "replace"))
-        (stream,) = data["streams"]
-        base = _fraction(stream["time_base"])
-    except (json.JSONDecodeError, KeyError, ValueError, ZeroDivisionError) as e:
+    except json.JSONDecodeError as e:
         raise MediaError(f"{path}: ffprobe gave no packet list: {e}") from e
-    packets = [p for p in (_packet(raw, base, streams) for raw in data.get("packets", [])) if p]
+    return _listing(path, data, streams)
+
+
+_PACKETS = "packet=stream_index,pts,dts,duration,flags"
+_ENTRIES = f"{_PACKETS}:stream=index,time_base,codec_name,pix_fmt"  # alone; -show_streams has all
+
+
+def _interval(lo: float, hi: float, video_start: float) -> str:
+    """ffprobe's ``-read_intervals`` for video seconds ``[lo, hi]`` (it counts source time)."""
+    return f"{video_start + max(lo, 0.0):.6f}%{video_start + hi:.6f}"
+
+
+def _listing(path: str | Path, data: dict[str, Any], streams: Streams) -> PacketList:
+    """The video stream's packets out of ffprobe's answer, in video seconds."""
+    index = streams.video_index
+    try:
+        stream = next(s for s in data["streams"] if int(s["index"]) == index)
+        base = _fraction(stream["time_base"])
+    except (StopIteration, KeyError, ValueError, ZeroDivisionError) as e:
+        raise MediaError(f"{path}: ffprobe gave no packet list: {e!r}") from e
+    raw = [p for p in data.get("packets", []) if int(p.get("stream_index", index)) == index]
     return PacketList(
         codec=str(stream.get("codec_name") or ""),
         pix_fmt=str(stream.get("pix_fmt") or ""),
-        packets=packets,
+        packets=[p for p in (_packet(r, base, streams) for r in raw) if p],
     )
 
 

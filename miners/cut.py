@@ -41,7 +41,7 @@ from PIL import Image
 from media.audio import AUDIO_RATE
 from media.ffmpeg import FFMPEG, MediaError, file_arg, run
 from media.images import fit_short_side
-from media.keyframes import EPS, CopyPlan, CopyRefused, plan_copy, video_packets
+from media.keyframes import EPS, CopyPlan, CopyRefused, PacketList, plan_copy, probe_with_packets
 from media.probe import ProbeInfo, Streams, probe_streams
 from miners.fetch import FetchError, SourceCache
 from miners.frames import SEEK_SLACK, frame_at
@@ -101,13 +101,17 @@ def cut_clip(
     """
     _check_args(key, start, end, mode)
     out_dir = Path(out_dir)
-    info, streams = probe_streams(src)
+    if mode == CUT_EXACT:
+        info, streams = probe_streams(src)
+    else:  # the packets a copy needs, listed by the same ffprobe run
+        lo, hi = start - keyframe_slack - READ_MARGIN, end + keyframe_slack + READ_MARGIN
+        info, streams, listing = probe_with_packets(src, lo, hi)
     if has_audio and streams.audio_index is None:
         raise MediaError(f"{src}: has_audio was given but there is no audio stream")
     plan = None
     if mode != CUT_EXACT:
         window = (start, end, match_time, shot or (0.0, info.duration))
-        plan = _copy_plan(src, info, streams, window, height, keyframe_slack, mode)
+        plan = _copy_plan(src, info, streams, listing, window, height, keyframe_slack, mode)
     final = {ext: out_dir / f"{key}.{ext}" for ext in ("mp4", "flac", "jpg")}
     if not has_audio:
         del final["flac"]
@@ -155,6 +159,7 @@ def _copy_plan(
     src: str | Path,
     info: ProbeInfo,
     streams: Streams,
+    listing: PacketList,
     window: tuple[float, float, float, tuple[float, float]],
     height: int,
     slack: float,
@@ -166,8 +171,6 @@ def _copy_plan(
     start, end, match_time, (lo, hi) = window
     try:
         _check_copyable(src, info, streams, height)
-        listing = video_packets(src, streams, start - slack - READ_MARGIN,
-                                start + slack + (end - start) + READ_MARGIN)  # fmt: skip
         if listing.pix_fmt not in COPY_PIX_FMTS:
             raise CopyRefused(f"stream copy needs yuv420p video, {src} has {listing.pix_fmt}")
         return plan_copy(listing.packets, start=start, length=end - start,

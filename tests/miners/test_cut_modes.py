@@ -294,3 +294,21 @@ def test_cut_records_records_the_true_window_and_how(src: Path, tmp_path: Path) 
     cut_records(exact, tmp_path, scans=scans, sources=cache)
     assert exact[0].cut is None and "cut" not in exact[0].sample_json()
     assert "cut" not in exact[0].row()
+
+
+@pytest.mark.parametrize("offset", [1.0, 3.0])  # inside and beyond START_ALLOWANCE
+def test_keyframe_times_count_from_the_video_stream_start(
+    src: Path, tmp_path: Path, offset: float
+) -> None:
+    """A file whose video starts ``offset`` seconds into its own clock: video time
+    4.0 s is still frame 40, and the copy starts there."""
+    late = tmp_path / "late.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), "-c", "copy",
+                    "-output_ts_offset", str(offset), str(late)], check=True)  # fmt: skip
+    out = tmp_path / "out"
+    out.mkdir()
+    res = _cut(late, out, 4.3, 10.3, mode="keyframe")
+    assert (res.start, res.end) == (4.0, 10.0)
+    assert _painted(res.mp4)[:2] == [40, 41]
+    (click,) = _click_times(res.flac)
+    assert click == pytest.approx(5.5 - res.start, abs=0.01)
