@@ -312,3 +312,11 @@ def test_keyframe_times_count_from_the_video_stream_start(
     assert _painted(res.mp4)[:2] == [40, 41]
     (click,) = _click_times(res.flac)
     assert click == pytest.approx(5.5 - res.start, abs=0.01)
+
+
+def test_keyframe_without_sound_writes_no_audio(src: Path, tmp_path: Path) -> None:
+    res = _cut(src, tmp_path, 4.3, 10.3, mode="keyframe", has_audio=False)
+    assert res.flac is None and res.cut == "keyframe"
+    streams = _probe(res.mp4, "stream=codec_type")["streams"]
+    assert [s["codec_type"] for s in streams] == ["video"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.jpg", "k.mp4"]
