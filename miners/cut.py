@@ -101,17 +101,10 @@ def cut_clip(
     """
     _check_args(key, start, end, mode)
     out_dir = Path(out_dir)
-    if mode == CUT_EXACT:
-        info, streams = probe_streams(src)
-    else:  # the packets a copy needs, listed by the same ffprobe run
-        lo, hi = start - keyframe_slack - READ_MARGIN, end + keyframe_slack + READ_MARGIN
-        info, streams, listing = probe_with_packets(src, lo, hi)
+    info, streams, plan = _prepare(src, (start, end, match_time, shot), height=height,
+                                   slack=keyframe_slack, mode=mode)  # fmt: skip
     if has_audio and streams.audio_index is None:
         raise MediaError(f"{src}: has_audio was given but there is no audio stream")
-    plan = None
-    if mode != CUT_EXACT:
-        window = (start, end, match_time, shot or (0.0, info.duration))
-        plan = _copy_plan(src, info, streams, listing, window, height, keyframe_slack, mode)
     final = {ext: out_dir / f"{key}.{ext}" for ext in ("mp4", "flac", "jpg")}
     if not has_audio:
         del final["flac"]
@@ -153,6 +146,26 @@ def _check_args(key: str, start: float, end: float, mode: str) -> None:
         raise ValueError(f"empty window [{start}, {end})")
     if mode not in MODES:
         raise ValueError(f"cut mode must be one of {', '.join(MODES)}, not {mode!r}")
+
+
+def _prepare(
+    src: str | Path,
+    window: tuple[float, float, float, tuple[float, float] | None],
+    *,
+    height: int,
+    slack: float,
+    mode: str,
+) -> tuple[ProbeInfo, Streams, CopyPlan | None]:
+    """What the video holds and, unless ``mode`` is exact, how to copy ``window``
+    (start, end, match time, shot); None: re-encode."""
+    start, end, match_time, shot = window
+    if mode == CUT_EXACT:
+        return (*probe_streams(src), None)
+    # the packets a copy needs, listed by the probe's own ffprobe run
+    lo, hi = start - slack - READ_MARGIN, end + slack + READ_MARGIN
+    info, streams, listing = probe_with_packets(src, lo, hi)
+    bounded = (start, end, match_time, shot or (0.0, info.duration))
+    return info, streams, _copy_plan(src, info, streams, listing, bounded, height, slack, mode)
 
 
 def _copy_plan(
