@@ -222,7 +222,7 @@ def _plan_from(rest: list[Packet], end: float, match_time: float) -> CopyPlan:
     shown_end = min(p.pts for p in rest[n:]) if n < len(rest) else last.pts + last.duration
     if shown_end <= match_time + EPS:
         raise CopyRefused(
-            f"a copy from the key frame at {key.pts:.3f} s ends at {shown_end:.3f} s, before the match at {match_time:.3f} s"
+            f"a copy from the key frame at {key.pts:.3f} s ends at {shown_end:.3f} s, not past the match at {match_time:.3f} s"
         )
     after = rest[n].dts if n < len(rest) else rest[-1].dts + max(last.duration, 2 * EPS)  # type: ignore[operator]
     limit = (rest[n - 1].dts + after) / 2 - key.pts  # type: ignore[operator]

@@ -206,7 +206,7 @@ def _check_copyable(src: str | Path, info: ProbeInfo, streams: Streams, height: 
             f"stream copy keeps the size: {src} is {info.width}x{info.height}, over {height} px"
         )
     if not streams.square_pixels:
-        raise CopyRefused(f"stream copy needs square pixels, {src} has another aspect")
+        raise CopyRefused(f"stream copy needs square pixels, {src} has non-square ones")
     if not COPY_FORMATS & set(streams.format_name.split(",")):
         raise CopyRefused(f"stream copy needs an indexed container, {src} is {streams.format_name}")
 
