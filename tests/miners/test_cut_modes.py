@@ -320,3 +320,17 @@ def test_keyframe_without_sound_writes_no_audio(src: Path, tmp_path: Path) -> No
     streams = _probe(res.mp4, "stream=codec_type")["streams"]
     assert [s["codec_type"] for s in streams] == ["video"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k.jpg", "k.mp4"]
+
+
+def test_mine_params_cut_options() -> None:
+    from pydantic import ValidationError
+
+    from flows.params import MineParams
+
+    base = {"seeds": "s", "videos": "v", "out": "o"}
+    params = MineParams(**base)
+    assert (params.cut, params.keyframe_slack) == ("exact", 1.0)  # a run changes only when asked
+    assert MineParams(**base, cut="auto", keyframe_slack=0.5).cut == "auto"
+    for bad in ({"cut": "fast"}, {"keyframe_slack": -1.0}):
+        with pytest.raises(ValidationError):
+            MineParams(**base, **bad)
