@@ -95,7 +95,8 @@ def stage_shard_task(shard: ShardPlan, params: MineParams) -> dict[str, Any]:
         _folder(params), shard, _filters(params), clip_height=params.clip_height,
         cut_workers=params.cut_workers, cache_dir=_cache_dir(params),
         fetch_timeout=params.fetch_timeout, max_height=params.max_height,
-        max_download_mb=params.max_download_mb,
+        max_download_mb=params.max_download_mb, cut=params.cut,
+        keyframe_slack=params.keyframe_slack,
     )  # fmt: skip
 
 

@@ -69,6 +69,20 @@ class MineParams(BaseModel):
     cut_workers: int = Field(
         2, ge=1, description="Clips of one shard cut at once (ffmpeg processes)"
     )
+    # --- cutting (miners/cut.py): how a clip's video is cut. exact re-encodes (the
+    # default: a run's output does not change unless asked); keyframe stream-copies from
+    # a key frame near the planned start, which then becomes the clip's start.
+    cut: str = Field(
+        "exact",
+        pattern="^(auto|exact|keyframe)$",
+        description="exact (re-encode, frame-accurate), keyframe (stream copy from the key frame nearest the start, inside the shot; a clip that cannot be copied fails) or auto (copy where keyframe can, else re-encode)",
+    )
+    keyframe_slack: float = Field(
+        1.0,
+        ge=0.0,
+        description="How far a copied clip's key frame may lie from its planned start, seconds (cut keyframe or auto)",
+    )
+    # --- end of cutting
     seed_workers: int = Field(16, ge=1, description="Seed images loaded at once (threads; URLs)")
     seed_chunk: int = Field(
         10000,

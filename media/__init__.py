@@ -6,6 +6,7 @@ type or a resize rule is decided once.
 
 * :mod:`media.ffmpeg`: the runner (a deadline on every call, :class:`MediaError`);
 * :mod:`media.probe`: what a video holds and where its time 0 lies;
+* :mod:`media.keyframes`: packets and key frames near a time, and a stream copy's plan;
 * :mod:`media.images`: image decoding and the one resize rule (shorter side, centre crop);
 * :mod:`media.audio`: any audio as mono float samples at 16 kHz;
 * :mod:`media.video`: frames of a short clip, and trimming one;

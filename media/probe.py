@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -97,7 +98,20 @@ def duration(path: str | Path, *, timeout: float = PROBE_TIMEOUT) -> float:
 
 def probe_streams(path: str | Path, *, timeout: float = PROBE_TIMEOUT) -> tuple[ProbeInfo, Streams]:
     """:func:`probe` plus the stream choices and time origin the decoders share."""
-    data = _ffprobe(path, timeout)
+    return describe(path, probe_data(path, timeout=timeout))
+
+
+def probe_data(
+    path: str | Path, *, timeout: float = PROBE_TIMEOUT, also: Sequence[str] = ()
+) -> dict[str, Any]:
+    """ffprobe's JSON for ``path`` (format and streams), plus what the ffprobe
+    arguments ``also`` ask for in the same run (packets over a read interval,
+    :mod:`media.keyframes`): one process where two would cost twice the start-up."""
+    return _ffprobe(path, timeout, also)
+
+
+def describe(path: str | Path, data: dict[str, Any]) -> tuple[ProbeInfo, Streams]:
+    """What :func:`probe_streams` says, from :func:`probe_data`'s answer."""
     video = _pick_video(path, data)
     audio = _pick_audio(data)
     width, height = _display_size(video)
@@ -123,14 +137,15 @@ def probe_streams(path: str | Path, *, timeout: float = PROBE_TIMEOUT) -> tuple[
     return info, streams
 
 
-def _ffprobe(path: str | Path, timeout: float) -> dict[str, Any]:
+def _ffprobe(path: str | Path, timeout: float, also: Sequence[str] = ()) -> dict[str, Any]:
     """ffprobe's JSON for ``path``.
 
     The same command ``ffmpeg.probe`` runs, but through the runner:
     ffmpeg-python 0.2's ``probe`` has no timeout, and a stalled network mount
     must not stall a worker forever.
     """
-    cmd = [FFPROBE, "-v", "error", "-show_format", "-show_streams", "-of", "json", file_arg(path)]
+    cmd = [FFPROBE, "-v", "error", "-show_format", "-show_streams", *also,
+           "-of", "json", file_arg(path)]  # fmt: skip
     out = run(cmd, what=path, timeout=timeout)
     try:
         return json.loads(out.decode("utf-8", "replace"))

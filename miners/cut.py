@@ -4,27 +4,47 @@ A sample is ``K.mp4`` (H.264, AAC when there is sound), ``K.flac`` (mono
 16 kHz, what the audio encoder eats) and ``K.jpg`` (the matched frame). Each is
 written under a temporary name and renamed when complete, so a crash never
 leaves a file that looks finished, and a failure removes what it started.
+
+Three ways to cut (``mode``):
+
+* ``exact`` re-encodes the window, frame-accurate at both ends; the jpg is
+  the matched frame of the same decode;
+* ``keyframe`` copies the video stream as it is from the key frame nearest
+  the planned start (within ``keyframe_slack`` seconds, inside the clip's shot,
+  not after the match), about ten times cheaper; the clip's true start is that
+  key frame, and :class:`CutResult` says so. Only an H.264 yuv420p source in an
+  indexed container (mp4, mov, mkv) whose shorter side is within ``height``
+  can be copied; any other clip fails with the reason;
+* ``auto`` copies where ``keyframe`` can and re-encodes the rest.
+
+Audio is always re-encoded (AAC in the mp4, flac beside it) in the same
+ffmpeg run as the video, trimmed to the same instants, so the two stay in sync.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import secrets
+import shutil
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import ffmpeg
+import numpy as np
 from PIL import Image
 
 from media.audio import AUDIO_RATE
 from media.ffmpeg import FFMPEG, MediaError, file_arg, run
 from media.images import fit_short_side
-from media.probe import Streams, probe_streams
+from media.keyframes import EPS, CopyPlan, CopyRefused, PacketList, plan_copy, probe_with_packets
+from media.probe import ProbeInfo, Streams, probe_streams
 from miners.fetch import FetchError, SourceCache
-from miners.frames import frame_at
+from miners.frames import SEEK_SLACK, frame_at
 from miners.scan import ScanResult
 from shards.keys import is_valid_key
 from shards.record import STATUS_FAILED, ClipRecord
@@ -32,6 +52,13 @@ from shards.record import STATUS_FAILED, ClipRecord
 log = logging.getLogger(__name__)
 
 JPEG_QUALITY = 90
+MODES = ("auto", "exact", "keyframe")
+CUT_EXACT, CUT_KEYFRAME = "exact", "keyframe"  # how a clip was cut: re-encoded or copied
+COPY_CODECS = {"h264"}
+COPY_PIX_FMTS = {"yuv420p", "yuvj420p"}
+# Demuxers whose index seeks straight to a key frame: a copy starts exactly there.
+COPY_FORMATS = {"mov", "mp4", "matroska"}
+READ_MARGIN = 1.0  # seconds of packets listed past the window: B-frames reorder within it
 
 
 @dataclass
@@ -40,6 +67,9 @@ class CutResult:
     flac: Path | None
     jpg: Path
     duration: float  # seconds of the window that lie inside the video
+    start: float  # the clip's true start, video seconds (a key frame's time when copied)
+    end: float  # the clip's true end, video seconds
+    cut: str = CUT_EXACT  # CUT_EXACT (re-encoded) or CUT_KEYFRAME (video stream copied)
 
 
 def cut_clip(
@@ -53,42 +83,184 @@ def cut_clip(
     height: int = 360,
     has_audio: bool,
     timeout: float = 300,
+    mode: str = "exact",
+    shot: tuple[float, float] | None = None,
+    keyframe_slack: float = 1.0,
+    still: Path | None = None,
 ) -> CutResult:
     """Write ``key``.mp4/.flac/.jpg for ``[start, end)`` of ``src`` into ``out_dir``.
 
     Times count from the video stream's first frame, as :func:`miners.frames.iter_frames`
-    reports them. Raises :class:`MediaError` (leaving nothing behind) when
-    ffmpeg fails, ``ValueError`` for a bad key or an empty window.
+    reports them. ``mode`` is ``exact``, ``keyframe`` or ``auto`` (module
+    docstring); ``shot`` bounds where a copy may start and end (None: the whole
+    video). ``still``, a JPEG of the matched frame kept by the scan, becomes the
+    jpg as it is; without one the jpg is decoded. Raises :class:`MediaError`
+    (leaving nothing behind) when ffmpeg fails or, in ``keyframe`` mode, when
+    the window cannot be copied (:class:`~media.keyframes.CopyRefused`);
+    ``ValueError`` for a bad key, mode or an empty window.
     """
-    if not is_valid_key(key):
-        raise ValueError(f"key {key!r} must be letters, digits, '_' or '-'")
-    if not end > start:
-        raise ValueError(f"empty window [{start}, {end})")
+    _check_args(key, start, end, mode)
     out_dir = Path(out_dir)
-    info, streams = probe_streams(src)
+    info, streams, plan = _prepare(src, (start, end, match_time, shot), height=height,
+                                   slack=keyframe_slack, mode=mode)  # fmt: skip
     if has_audio and streams.audio_index is None:
         raise MediaError(f"{src}: has_audio was given but there is no audio stream")
-    size = fit_short_side(info.width, info.height, height)
     final = {ext: out_dir / f"{key}.{ext}" for ext in ("mp4", "flac", "jpg")}
     if not has_audio:
         del final["flac"]
     token = secrets.token_hex(4)
     temp = {ext: out_dir / f".{key}.{ext}.{token}.part" for ext in final}
     try:
-        _encode(src, start, end, streams, size, temp["mp4"], temp.get("flac"), timeout)
-        _write_jpg(src, match_time, height, temp["jpg"])
+        if plan is not None:
+            _copy(src, plan, streams, temp["mp4"], temp.get("flac"), timeout)
+            frame = None
+        else:
+            size = fit_short_side(info.width, info.height, height)
+            jpg_time = None if still is not None else match_time
+            frame = _encode(src, start, end, streams, size, temp["mp4"], temp.get("flac"),
+                            timeout, jpg_time)  # fmt: skip
+        _write_jpg(src, match_time, height, temp["jpg"], still=still, frame=frame)
         for ext, path in temp.items():
             os.replace(path, final[ext])
     finally:
         for path in temp.values():
             path.unlink(missing_ok=True)
+    if plan is not None:
+        start, end = plan.start, plan.end
     log.debug("cut %s [%.3f, %.3f) -> %s", src, start, end, final["mp4"])
     return CutResult(
         mp4=final["mp4"],
         flac=final.get("flac"),
         jpg=final["jpg"],
         duration=max(0.0, min(end, info.duration) - max(start, 0.0)),
+        start=start,
+        end=end,
+        cut=CUT_EXACT if plan is None else CUT_KEYFRAME,
     )
+
+
+def _check_args(key: str, start: float, end: float, mode: str) -> None:
+    if not is_valid_key(key):
+        raise ValueError(f"key {key!r} must be letters, digits, '_' or '-'")
+    if not end > start:
+        raise ValueError(f"empty window [{start}, {end})")
+    if mode not in MODES:
+        raise ValueError(f"cut mode must be one of {', '.join(MODES)}, not {mode!r}")
+
+
+def _prepare(
+    src: str | Path,
+    window: tuple[float, float, float, tuple[float, float] | None],
+    *,
+    height: int,
+    slack: float,
+    mode: str,
+) -> tuple[ProbeInfo, Streams, CopyPlan | None]:
+    """What the video holds and, unless ``mode`` is exact, how to copy ``window``
+    (start, end, match time, shot); None: re-encode."""
+    start, end, match_time, shot = window
+    if mode == CUT_EXACT:
+        return (*probe_streams(src), None)
+    # the packets a copy needs, listed by the probe's own ffprobe run
+    lo, hi = start - slack - READ_MARGIN, end + slack + READ_MARGIN
+    info, streams, listing = probe_with_packets(src, lo, hi)
+    bounded = (start, end, match_time, shot or (0.0, info.duration))
+    return info, streams, _copy_plan(src, info, streams, listing, bounded, height, slack, mode)
+
+
+def _copy_plan(
+    src: str | Path,
+    info: ProbeInfo,
+    streams: Streams,
+    listing: PacketList,
+    window: tuple[float, float, float, tuple[float, float]],
+    height: int,
+    slack: float,
+    mode: str,
+) -> CopyPlan | None:
+    """How to copy ``window`` (start, end, match time, shot), or None where ``auto``
+    re-encodes instead; in ``keyframe`` mode a window that cannot be copied raises
+    :class:`CopyRefused`."""
+    start, end, match_time, (lo, hi) = window
+    try:
+        _check_copyable(src, info, streams, height)
+        if listing.pix_fmt not in COPY_PIX_FMTS:
+            raise CopyRefused(f"stream copy needs yuv420p video, {src} has {listing.pix_fmt}")
+        return plan_copy(listing.packets, start=start, length=end - start,
+                         shot=(max(lo, 0.0), min(hi, info.duration)), slack=slack,
+                         match_time=match_time)  # fmt: skip
+    except CopyRefused as e:
+        if mode == CUT_KEYFRAME:
+            raise CopyRefused(f"{src}: {e}" if str(src) not in str(e) else str(e)) from None
+        log.debug("%s [%.3f, %.3f): re-encoded: %s", src, start, end, e)
+        return None
+
+
+def _check_copyable(src: str | Path, info: ProbeInfo, streams: Streams, height: int) -> None:
+    """Stream copy keeps the source's codec and size: only H.264 within ``height``
+    fits the sample contract, and only an indexed container seeks to a key frame exactly."""
+    if info.video_codec not in COPY_CODECS:
+        raise CopyRefused(f"stream copy needs H.264 video, {src} has {info.video_codec}")
+    if min(info.width, info.height) > height:
+        raise CopyRefused(
+            f"stream copy keeps the size: {src} is {info.width}x{info.height}, over {height} px"
+        )
+    if not streams.square_pixels:
+        raise CopyRefused(f"stream copy needs square pixels, {src} has non-square ones")
+    if not COPY_FORMATS & set(streams.format_name.split(",")):
+        raise CopyRefused(f"stream copy needs an indexed container, {src} is {streams.format_name}")
+
+
+def _copy(
+    src: str | Path,
+    plan: CopyPlan,
+    streams: Streams,
+    mp4: Path,
+    flac: Path | None,
+    timeout: float,
+) -> None:
+    """One ffmpeg run copies the video packets of ``plan`` and re-encodes the audio
+    of the same instants into the mp4 and the flac.
+
+    Both inputs (the same file, opened twice) seek to the key frame, so ffmpeg
+    counts time from it for both and the video starts at 0. The video input's
+    ``-t`` is a decode-time limit (what ffmpeg applies to copied packets) that
+    keeps exactly the planned packets; ``atrim`` ends the audio at the instant
+    the last copied frame ends. (``-frames:v`` would end the audio with the video.)
+    """
+    seek = f"{streams.source_time(plan.start) - streams.container_start:.6f}"
+    video = ffmpeg.input(file_arg(src), ss=seek, t=f"{plan.video_seconds:.6f}")[
+        str(streams.video_index)
+    ]
+    video_args = {"vcodec": "copy", "movflags": "+faststart", "format": "mp4"}
+    if flac is None:
+        outputs = [ffmpeg.output(video, file_arg(mp4), **video_args)]
+    else:
+        audio = (
+            ffmpeg.input(file_arg(src), ss=seek)[str(streams.audio_index)]
+            .filter("atrim", start="0", end=f"{plan.end - plan.start:.6f}")
+            .filter_multi_output("asplit", 2)
+        )
+        outputs = [
+            ffmpeg.output(video, audio[0], file_arg(mp4), **video_args, **_aac_args(streams)),
+            ffmpeg.output(audio[1], file_arg(flac), **_FLAC_ARGS),
+        ]
+    cmd = (
+        ffmpeg.merge_outputs(*outputs)
+        .global_args("-nostdin", "-hide_banner", "-loglevel", "error", "-y")
+        .compile(cmd=FFMPEG)
+    )
+    run(cmd, what=f"{src} [{plan.start:.3f}, {plan.end:.3f}) copied", timeout=timeout)
+
+
+_FLAC_ARGS = {"acodec": "flac", "ac": 1, "ar": AUDIO_RATE, "sample_fmt": "s16", "format": "flac"}
+
+
+def _aac_args(streams: Streams) -> dict[str, object]:
+    args: dict[str, object] = {"acodec": "aac", "audio_bitrate": "128k"}
+    if streams.audio_channels > 2:
+        args["ac"] = 2  # mono and stereo pass as they are; surround folds to stereo
+    return args
 
 
 def _encode(
@@ -100,14 +272,21 @@ def _encode(
     mp4: Path,
     flac: Path | None,
     timeout: float,
-) -> None:
-    """One ffmpeg run decodes the window once and writes both mp4 and flac."""
+    jpg_time: float | None = None,
+) -> np.ndarray | None:
+    """One ffmpeg run decodes the window once and writes both mp4 and flac; with
+    ``jpg_time`` it also returns the frame shown then (None when the window has none)."""
+    outputs = _outputs(src, start, end, streams, size, mp4, flac, jpg_time)
     cmd = (
-        ffmpeg.merge_outputs(*_outputs(src, start, end, streams, size, mp4, flac))
+        ffmpeg.merge_outputs(*outputs)
         .global_args("-nostdin", "-hide_banner", "-copyts", "-loglevel", "error", "-y")
         .compile(cmd=FFMPEG)
     )
-    run(cmd, what=f"{src} [{start:.3f}, {end:.3f})", timeout=timeout)
+    out = run(cmd, what=f"{src} [{start:.3f}, {end:.3f})", timeout=timeout)
+    n_bytes = size[0] * size[1] * 3
+    if jpg_time is None or len(out) < n_bytes:
+        return None
+    return np.frombuffer(out[:n_bytes], dtype=np.uint8).reshape(size[1], size[0], 3).copy()
 
 
 def _outputs(
@@ -118,8 +297,9 @@ def _outputs(
     size: tuple[int, int],
     mp4: Path,
     flac: Path | None,
+    jpg_time: float | None = None,
 ) -> list[ffmpeg.nodes.OutputStream]:
-    """The mp4 (and flac) outputs of the window ``[start, end)``.
+    """The mp4 (and flac, and the still's raw frame on stdout) outputs of the window ``[start, end)``.
 
     ffmpeg seeks to a key frame before ``start`` and decodes from there;
     ``trim``/``atrim`` on source timestamps (``-copyts``) then cut both streams
@@ -127,16 +307,26 @@ def _outputs(
     ``start`` to 0 for both, which keeps them in sync (a first video frame
     between two source frames' times starts a little after 0, as with
     ffmpeg's own ``-ss``). ffmpeg stops reading once both trims have ended.
+    The still takes the first frame from ``jpg_time`` on, scaled by the very
+    filters :func:`miners.frames.frame_at` uses, so it is the frame (and the
+    pixels) a separate seek would give.
     """
     t0, t1 = streams.source_time(max(start, 0.0)), streams.source_time(end)
     source = ffmpeg.input(file_arg(src), ss=f"{streams.seek_before(start):.6f}")
-    video = (
+    window = (
         source[str(streams.video_index)]
         .trim(start=f"{t0:.6f}", end=f"{t1:.6f}")
         .setpts(f"PTS-{t0:.6f}/TB")
-        .filter("scale", size[0], size[1], flags="bicubic")
-        .filter("setsar", 1)
     )
+    outputs = []
+    if jpg_time is not None:
+        window = window.filter_multi_output("split", 2)
+        at = streams.source_time(jpg_time - SEEK_SLACK) - t0
+        still = _scaled(window[1].filter("select", f"gte(t,{at:.6f})"), size)
+        outputs.append(ffmpeg.output(still, "pipe:", format="rawvideo", pix_fmt="rgb24",
+                                     **{"frames:v": 1}))  # fmt: skip
+        window = window[0]
+    video = _scaled(window, size)
     video_args = {
         "vcodec": "libx264",
         "preset": "veryfast",
@@ -146,34 +336,43 @@ def _outputs(
         "format": "mp4",
     }
     if flac is None:
-        return [ffmpeg.output(video, file_arg(mp4), **video_args)]
+        return [ffmpeg.output(video, file_arg(mp4), **video_args), *outputs]
     audio = (
         source[str(streams.audio_index)]
         .filter("atrim", start=f"{t0:.6f}", end=f"{t1:.6f}")
         .filter("asetpts", f"PTS-{t0:.6f}/TB")
         .filter_multi_output("asplit", 2)
     )
-    audio_args: dict[str, object] = {"acodec": "aac", "audio_bitrate": "128k"}
-    if streams.audio_channels > 2:
-        audio_args["ac"] = 2  # mono and stereo pass as they are; surround folds to stereo
     return [
-        ffmpeg.output(video, audio[0], file_arg(mp4), **video_args, **audio_args),
-        ffmpeg.output(
-            audio[1],
-            file_arg(flac),
-            acodec="flac",
-            ac=1,
-            ar=AUDIO_RATE,
-            sample_fmt="s16",
-            format="flac",
-        ),
+        ffmpeg.output(video, audio[0], file_arg(mp4), **video_args, **_aac_args(streams)),
+        ffmpeg.output(audio[1], file_arg(flac), **_FLAC_ARGS),
+        *outputs,
     ]
 
 
-def _write_jpg(src: str | Path, match_time: float, height: int, path: Path) -> None:
-    """The matched frame, sized by the same rule as the mp4, so they line up."""
-    image = Image.fromarray(frame_at(src, match_time, height=height))
-    image.save(path, format="JPEG", quality=JPEG_QUALITY)
+def _scaled(stream: ffmpeg.nodes.FilterableStream, size: tuple[int, int]):
+    """The one scaling of clips and stills (as :func:`miners.frames.frame_at` scales)."""
+    return stream.filter("scale", size[0], size[1], flags="bicubic").filter("setsar", 1)
+
+
+def _write_jpg(
+    src: str | Path,
+    match_time: float,
+    height: int,
+    path: Path,
+    *,
+    still: Path | None = None,
+    frame: np.ndarray | None = None,
+) -> None:
+    """The matched frame, sized by the same rule as the mp4, so they line up: the
+    scan's ``still`` copied as it is, else the ``frame`` the cut decoded, else one
+    decoded now."""
+    if still is not None:
+        shutil.copyfile(still, path)
+        return
+    if frame is None:
+        frame = frame_at(src, match_time, height=height)
+    Image.fromarray(frame).save(path, format="JPEG", quality=JPEG_QUALITY)
 
 
 def cut_records(
@@ -184,10 +383,23 @@ def cut_records(
     sources: SourceCache,
     height: int = 360,
     workers: int = 2,
+    mode: str = "exact",
+    keyframe_slack: float = 1.0,
+    stills: Callable[[ClipRecord], Path | None] | None = None,
 ) -> None:
     """Cut every record's window into ``out_dir`` on ``workers`` threads (ffmpeg does the
-    work); each record gets its media paths, or is marked failed with its error."""
-    cut = functools.partial(_cut_one, out_dir=out_dir, scans=scans, sources=sources, height=height)
+    work); each record gets its media paths, or is marked failed with its error.
+
+    ``mode`` and ``keyframe_slack`` as :func:`cut_clip`; a copied clip's record
+    gets the key frame's start and its true end. Unless ``mode`` is ``exact``
+    each record says how it was cut (``record.cut``). ``stills(record)`` gives
+    the JPEG the scan kept of a record's matched frame, or None to decode one.
+    """
+    if mode not in MODES:
+        raise ValueError(f"cut mode must be one of {', '.join(MODES)}, not {mode!r}")
+    cut = functools.partial(_cut_one, out_dir=out_dir, scans=scans, sources=sources,
+                            height=height, mode=mode, keyframe_slack=keyframe_slack,
+                            stills=stills)  # fmt: skip
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         list(pool.map(cut, records))
 
@@ -199,6 +411,9 @@ def _cut_one(
     scans: dict[str, ScanResult],
     sources: SourceCache,
     height: int,
+    mode: str = "exact",
+    keyframe_slack: float = 1.0,
+    stills: Callable[[ClipRecord], Path | None] | None = None,
 ) -> None:
     """Cut one clip; a failure marks the record failed with its error, not the shard."""
     scan = scans[record.video_id]
@@ -206,9 +421,29 @@ def _cut_one(
         src = sources.path(scan.video_id, scan.video, scan.local_path)
         res = cut_clip(src, record.start, record.end, out_dir, record.key,
                        match_time=record.match_time, height=height,
-                       has_audio=bool(scan.source.get("has_audio")))  # fmt: skip
+                       has_audio=bool(scan.source.get("has_audio")), mode=mode,
+                       shot=shot_of(record, scan), keyframe_slack=keyframe_slack,
+                       still=stills(record) if stills else None)  # fmt: skip
         record.mp4, record.jpg = str(res.mp4), str(res.jpg)
         record.flac = str(res.flac) if res.flac else None
+        record.start, record.end = res.start, res.end
+        if mode != CUT_EXACT:
+            record.cut = res.cut
     except (FetchError, MediaError, OSError) as e:
         record.status, record.error = STATUS_FAILED, f"cut: {e}"
         log.warning("clip %s failed: %s", record.key, e)
+
+
+def shot_of(record: ClipRecord, scan: ScanResult) -> tuple[float, float]:
+    """The shot ``record``'s window was placed in: that of the candidate whose peak is the
+    record's match (the whole video when the scan found no shot, as the window's
+    placement assumed). When no candidate says, the window itself: a copy then
+    never reaches outside what was planned."""
+    for c in scan.candidates:
+        if abs(c.peak_time - record.match_time) > 1e-6:
+            continue
+        if c.shot is None:
+            return 0.0, math.inf
+        if c.shot[0] - EPS <= record.start and record.end <= c.shot[1] + EPS:
+            return c.shot
+    return record.start, record.end

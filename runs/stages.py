@@ -234,14 +234,17 @@ def stage_shard(
     fetch_timeout: float = 600.0,
     max_height: int = 360,
     max_download_mb: float | None = 2000.0,
+    cut: str = "exact",
+    keyframe_slack: float = 1.0,
 ) -> dict[str, Any]:
-    """Stage one shard of the plan: its clips cut from their sources, then filtered."""
-    cut = functools.partial(
+    """Stage one shard of the plan: its clips cut from their sources (``cut``:
+    exact, keyframe or auto, see :mod:`miners.cut`), then filtered."""
+    cutter = functools.partial(
         _cut_planned, folder, shard, clip_height=clip_height, cut_workers=cut_workers,
         cache_dir=cache_dir, fetch_timeout=fetch_timeout, max_height=max_height,
-        max_download_mb=max_download_mb,
+        max_download_mb=max_download_mb, cut=cut, keyframe_slack=keyframe_slack,
     )  # fmt: skip
-    return stage_records(folder, shard, cut, setup)
+    return stage_records(folder, shard, cutter, setup)
 
 
 def _cut_planned(
@@ -255,6 +258,8 @@ def _cut_planned(
     fetch_timeout: float,
     max_height: int,
     max_download_mb: float | None,
+    cut: str = "exact",
+    keyframe_slack: float = 1.0,
 ) -> list[ClipRecord]:
     """The shard's planned clips, cut into ``work``; a clip that cannot be cut is a failed record."""
     from miners.cut import cut_records
@@ -269,7 +274,8 @@ def _cut_planned(
         wall_timeout=fetch_timeout, max_bytes=_bytes(max_download_mb), max_height=max_height,
     )  # fmt: skip
     cut_records(records, work, scans=scans, sources=sources, height=clip_height,
-                workers=cut_workers)  # fmt: skip
+                workers=cut_workers, mode=cut, keyframe_slack=keyframe_slack,
+                stills=None)  # fmt: skip
     return records
 
 

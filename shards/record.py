@@ -43,6 +43,9 @@ class ClipRecord:
     status: str = STATUS_OK
     reason: str | None = None  # why a filter dropped it
     error: str | None = None  # why it failed
+    # How the clip was cut: "exact" (re-encoded) or "keyframe" (video stream copied from
+    # the key frame at ``start``); None: exact, in a run that did not ask for another way.
+    cut: str | None = None
     # Local media files, filled in by the cutter; not part of the sample's json.
     mp4: str | None = None
     flac: str | None = None
@@ -74,6 +77,7 @@ class ClipRecord:
             ],
             "scores": dict(self.scores),
             "source": dict(self.source),
+            **({"cut": self.cut} if self.cut is not None else {}),
         }
 
     def row(self) -> dict[str, Any]:
@@ -94,6 +98,7 @@ class ClipRecord:
             "error": self.error,
             "has_audio": self.flac is not None,
             "source": json.dumps(self.source),
+            **({"cut": self.cut} if self.cut is not None else {}),
         }
 
     @classmethod
@@ -110,10 +115,14 @@ class ClipRecord:
             captions=[Caption(**c) for c in json.loads(row["captions"])],
             scores=json.loads(row["scores"]), source=json.loads(text(row.get("source")) or "{}"),
             status=row["status"], reason=text(row.get("reason")), error=text(row.get("error")),
+            cut=text(row.get("cut")),
         )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["cut"] is None:
+            del d["cut"]  # only runs that chose a cut mode say it, as in the json and the row
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ClipRecord:

@@ -154,7 +154,9 @@ def write_shard(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    write_table(shard_dir / f"{name}.parquet", [r.row() for r in records], pa.schema(SIDE_COLUMNS))
+    # "cut" (how each clip was cut) only in runs that chose a way other than exact
+    columns = {**SIDE_COLUMNS, **({"cut": pa.string()} if any(r.cut for r in records) else {})}
+    write_table(shard_dir / f"{name}.parquet", [r.row() for r in records], pa.schema(columns))
     stats = shard_stats(records)
     stats.update(extra_stats or {})
     atomic_write_json(shard_dir / f"{name}_stats.json", stats)
