@@ -3,7 +3,8 @@
 The CLIP image and text towers never change during training, so the video
 frames, the matched ``jpg`` and every caption are embedded once, here, and
 training epochs read small float16 arrays instead of decoding video and
-running CLIP again. Only audio (random crops) is read from the tars per epoch.
+running CLIP again. Each clip's whole mel is cached beside them too
+(:func:`precompute_audio`, :mod:`trainer.melcache`), so epochs read no tar at all.
 
 Cache layout, one folder per (embedder, frames a clip)::
 
@@ -28,6 +29,7 @@ import json
 import logging
 import tarfile
 import tempfile
+import time
 from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -466,11 +468,12 @@ def precompute_audio(
     clips = sum(int(flags.sum()) for _, _, flags in todo)
     with tqdm(total=clips, desc="audio", unit="clip", disable=not (progress and todo)) as bar:
         for tar, keys, has_flac in todo:
+            t0 = time.perf_counter()
             counts = melcache.build_shard(
                 tar, cache_dir, keys, has_flac, workers=workers, advance=bar.update
             )
             totals.update(counts)
-            log.info("audio: %s: %s", tar, counts)
+            log.info("audio: %s: %s in %.1f s", tar, counts, time.perf_counter() - t0)
     return dict(totals)
 
 

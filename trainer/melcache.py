@@ -16,12 +16,13 @@ Layout, in the feature cache's folder, per shard (``<stem>`` as the features'
 
     <stem>.mel-<digest>.f32   (sum of T, n_mels) float32 little-endian, raw: every
                               decoded clip's frames, frame-major, in tar order
-    <stem>.mel-<digest>.npz   keys (N,) str (the features' keys, in their order),
+    <stem>.mel-<digest>.idx   an ``.npz`` archive: keys (N,) str (the features' keys, in order),
                               start (N,) int64 (first row in the .f32), frames (N,)
                               int64, status (N,) int8, errors (N,) str, tar_errors str
 
-The ``.f32`` is renamed into place first, the ``.npz`` last, so the ``.npz``
-marks the shard done. The digest covers what would make the mels stale: the
+The ``.f32`` is renamed into place first, the ``.idx`` last, so the ``.idx``
+marks the shard done (not named ``.npz``: the folder's ``*.npz`` are the
+features, one a shard). The digest covers what would make the mels stale: the
 mel settings (mels, rate, window, hop, normalisation) and the tar's size and
 mtime. ``audio_seconds`` is not in it: the whole clip is stored, and the crop
 length is chosen when the loader reads it. A clip without a flac, whose flac is
@@ -86,9 +87,9 @@ def mel_digest(tar: str | Path, n_mels: int = N_MELS) -> str | None:
 
 
 def cache_paths(cache_dir: str | Path, stem: str, digest: str) -> tuple[Path, Path]:
-    """(index ``.npz``, frames ``.f32``) of one shard's cached mels."""
+    """(index ``.idx``, frames ``.f32``) of one shard's cached mels."""
     base = Path(cache_dir) / f"{stem}.mel-{digest}"
-    return base.with_name(base.name + ".npz"), base.with_name(base.name + ".f32")
+    return base.with_name(base.name + ".idx"), base.with_name(base.name + ".f32")
 
 
 # --------------------------------------------------------------------------- reading tars
@@ -167,7 +168,7 @@ def _bounded_map(pool: ThreadPoolExecutor, fn, items: Iterator, ahead: int) -> I
 
 @dataclass
 class _Index:
-    """The ``.npz`` arrays of one shard, filled as its clips come back."""
+    """The ``.idx`` arrays of one shard, filled as its clips come back."""
 
     keys: list[str]
     start: np.ndarray
