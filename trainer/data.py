@@ -357,7 +357,8 @@ class ShardLoader:
                         pending[0] = {**_slice(head, take, head["n"]), "n": head["n"] - take}
                     need -= take
                 have -= b
-                yield _cat(parts)
+                # a batch inside one unit is a view of it: no copy in the trainer's process
+                yield parts[0] if len(parts) == 1 else _cat(parts)
         if pending and not self.stream.train:
             yield _cat([_slice(p, 0, p["n"]) for p in pending])
 

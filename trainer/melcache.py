@@ -14,10 +14,10 @@ per second of audio.
 Layout, in the feature cache's folder, per shard (``<stem>`` as the features'
 ``.npz``, ``<digest>`` from :func:`mel_digest`)::
 
-    <stem>.mel-<digest>.f32   (sum of T, n_mels) float32 little-endian, raw: every
-                              decoded clip's frames, frame-major, in tar order
+    <stem>.mel-<digest>.f32   float32 little-endian, raw: every decoded clip's
+                              (n_mels, T) mel, one after the other, in tar order
     <stem>.mel-<digest>.idx   an ``.npz`` archive: keys (N,) str (the features' keys, in order),
-                              start (N,) int64 (first row in the .f32), frames (N,)
+                              start (N,) int64 (first value in the .f32), frames (N,)
                               int64, status (N,) int8, errors (N,) str, tar_errors str
 
 The ``.f32`` is renamed into place first, the ``.idx`` last, so the ``.idx``
@@ -139,7 +139,7 @@ def _mels_of(chunk: list[tuple[int, bytes]]) -> list[tuple[int, np.ndarray | Med
         if isinstance(wave, MediaError):
             out.append((i, wave))
         else:
-            out.append((i, clip_mel(wave).T.contiguous().numpy().astype("<f4")))
+            out.append((i, clip_mel(wave).numpy().astype("<f4")))  # (n_mels, T)
     return out
 
 
@@ -217,10 +217,10 @@ def build_shard(
     threads = torch.get_num_threads()  # _mels_of sets 1 in its threads; some backends share it
     try:
         with os.fdopen(fd, "wb") as f, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            row = 0
+            at = 0
             for results in _bounded_map(pool, _mels_of, _chunked(pairs, CHUNK), 2 * workers):
                 for i, mel in results:
-                    row = _record(index, i, mel, f, row, tar, keys)
+                    at = _record(index, i, mel, f, at, tar, keys)
                 if advance:
                     advance(len(results))
             f.flush()
@@ -236,15 +236,16 @@ def build_shard(
     return {name: int((index.status == code).sum()) for code, name in enumerate(STATUS_NAMES)}
 
 
-def _record(index: _Index, i: int, mel, f, row: int, tar: str, keys: list[str]) -> int:
-    """One clip's result into the index (and its frames into ``f``); the next free row."""
+def _record(index: _Index, i: int, mel, f, at: int, tar: str, keys: list[str]) -> int:
+    """One clip's result into the index (and its values into ``f`` at ``at``); where the
+    next clip's go."""
     if isinstance(mel, MediaError):
         index.status[i], index.errors[i] = BAD_FLAC, str(mel)
         log.warning("mel cache: %s in %s: %s", keys[i], tar, mel)
-        return row
+        return at
     f.write(mel.tobytes())
-    index.status[i], index.start[i], index.frames[i] = OK, row, len(mel)
-    return row + len(mel)
+    index.status[i], index.start[i], index.frames[i] = OK, at, mel.shape[1]
+    return at + mel.size
 
 
 def _remove_stale(cache_dir: str | Path, stem: str, keep: tuple[Path, ...]) -> None:
@@ -282,17 +283,18 @@ class ShardMels:
     n_mels: int = N_MELS
 
     def frames_map(self) -> np.ndarray:
-        """All frames, (sum of T, n_mels), mapped copy-on-write (writable for torch, never
-        written back)."""
-        rows = os.path.getsize(self.data_path) // (4 * self.n_mels)
-        if rows == 0:
-            return np.zeros((0, self.n_mels), np.float32)
-        return np.memmap(self.data_path, dtype="<f4", mode="c", shape=(rows, self.n_mels))
+        """All values, flat, mapped copy-on-write (writable for torch, never written back)."""
+        size = os.path.getsize(self.data_path) // 4
+        if size == 0:
+            return np.zeros(0, np.float32)
+        return np.memmap(self.data_path, dtype="<f4", mode="c", shape=(size,))
 
     def mel(self, frames_map: np.ndarray, i: int) -> torch.Tensor:
         """Clip ``i``'s whole normalised log-mel, (n_mels, T): a view, nothing read yet."""
         a, n = int(self.start[i]), int(self.frames[i])
-        return torch.from_numpy(frames_map[a : a + n]).T
+        # (n_mels, T) rows, as clip_mel gives it: a crop is a view whose rows are runs
+        # of contiguous frames, and stacking crops yields a contiguous batch
+        return torch.from_numpy(frames_map[a : a + self.n_mels * n]).view(self.n_mels, n)
 
 
 def open_shard(cache_dir: str | Path, tar: str, keys: list[str]) -> ShardMels | None:
