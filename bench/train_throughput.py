@@ -268,6 +268,31 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
+def _run_and_send(conn, fn, args: tuple, kw: dict) -> None:
+    try:
+        conn.send(("ok", fn(*args, **kw)))
+    except BaseException as e:
+        conn.send(("error", repr(e)))
+        raise
+
+
+def in_fresh_process(ctx, fn, args: tuple, kw: dict):
+    """``fn(*args, **kw)`` in a new, non-daemonic process (a Pool's are daemonic, and the
+    loop's loader starts worker processes of its own)."""
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_run_and_send, args=(send, fn, args, kw))
+    proc.start()
+    send.close()
+    try:
+        status, value = recv.recv()
+    except EOFError:
+        status, value = "error", f"exited with {proc.exitcode}"
+    proc.join()
+    if status != "ok":
+        raise RuntimeError(f"{fn.__name__} failed: {value}")
+    return value
+
+
 def loop_rows(args: argparse.Namespace, precision: str, device: torch.device, ctx) -> dict:
     """The real loop's row on shards generated (and removed) here, in a fresh process."""
     root = Path(tempfile.mkdtemp(prefix="capmine-bench-train-"))
@@ -279,8 +304,7 @@ def loop_rows(args: argparse.Namespace, precision: str, device: torch.device, ct
         )  # fmt: skip
         kw = dict(shards=shards, batch_size=args.batch_size, num_workers=args.num_workers)
         kw.update(device=device, warmup=args.warmup, steps=args.steps, threads=args.threads)
-        with ctx.Pool(1) as pool:
-            loop = pool.apply(measure_loop, (args.config, precision), kw)
+        loop = in_fresh_process(ctx, measure_loop, (args.config, precision), kw)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     loop.update(clips=args.clips, clip_seconds=args.clip_seconds)
