@@ -112,6 +112,12 @@ def normalise(mel: torch.Tensor, mean: float = MEL_MEAN, std: float = MEL_STD) -
     return (mel - mean) / std
 
 
+def clip_mel(wave: torch.Tensor | np.ndarray, *, n_mels: int = N_MELS) -> torch.Tensor:
+    """A whole clip's audio-encoder input before cropping: its normalised log-mel, what
+    the loader decodes a flac into and what :mod:`trainer.melcache` stores."""
+    return normalise(log_mel(wave, n_mels=n_mels))
+
+
 def fix_length(
     mel: torch.Tensor, frames: int, *, train: bool, rng: np.random.Generator | None = None
 ) -> torch.Tensor:

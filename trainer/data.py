@@ -1,9 +1,12 @@
-"""Batches for the trainer: audio streamed from the shards, frozen features from the cache.
+"""Batches for the trainer: audio mels and frozen features, both from the cache.
 
-Each clip contributes a normalised log-mel crop of its ``flac`` (read from the
-tar with webdataset, every epoch, because crops are random) and the cached CLIP
-features of its frames, its ``jpg`` and its captions
-(:func:`trainer.features.precompute_features` must have run).
+Each clip contributes a normalised log-mel crop (a window of its whole-clip mel)
+and the cached CLIP features of its frames, its ``jpg`` and its captions
+(:func:`trainer.features.precompute_features` must have run). The whole-clip
+mels come from the mel cache its first pass wrote beside the features
+(:mod:`trainer.melcache`), so epochs read arrays and never start ffmpeg; a shard
+without a current mel cache has its ``flac`` read from the tar with webdataset
+and decoded on every read, which gives the same numbers, bit for bit.
 
 Exact resume. For given ``(shards, seed)`` the training stream is a pure function
 of the global sample index ``g``, and batch ``b`` is samples
@@ -49,8 +52,10 @@ import torch
 
 from media import MediaError
 from media.audio import decode_audio_many
-from trainer.audio import N_MELS, fix_length, log_mel, normalise
+from trainer import melcache
+from trainer.audio import N_MELS, clip_mel, fix_length
 from trainer.features import expand_shards, load_shard_arrays, shard_stem
+from trainer.melcache import ShardMels, iter_flacs, open_shard
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +94,7 @@ class _Stream(torch.utils.data.IterableDataset):
         urls: list[str],
         keys: list[list[str]],
         has_flac: list[np.ndarray],
+        mels: list[ShardMels | None],
         *,
         cache_dir: Path,
         batch_size: int,
@@ -102,6 +108,7 @@ class _Stream(torch.utils.data.IterableDataset):
     ):
         super().__init__()
         self.urls, self.keys, self.has_flac = urls, keys, has_flac
+        self.mels = mels  # per shard: its cached mels, or None to decode its flacs
         self.cache_dir = cache_dir
         self.batch_size, self.train, self.seed = batch_size, train, seed
         self.frames, self.shuffle_buffer = frames, shuffle_buffer
@@ -188,27 +195,15 @@ class _Stream(torch.utils.data.IterableDataset):
 
     def _load_shard(self, s: int, need: dict[int, int], bad: Counter) -> dict[int, dict[str, Any]]:
         """The wanted samples (position -> g) of shard ``s``: features from the cache,
-        flac bytes streamed from the tar by webdataset."""
-        import webdataset as wds
-
+        each clip's whole mel from the mel cache or, without one, from its flac."""
         feats = load_shard_arrays(self.cache_dir, shard_stem(self.urls[s]))
-        position = {k: i for i, k in enumerate(self.keys[s])}
-        flacs: dict[int, bytes] = {}
         wanted_flac = {i for i in need if self.has_flac[s][i]}
-        if wanted_flac:
-            pipeline = wds.DataPipeline(
-                wds.SimpleShardList([self.urls[s]]),
-                wds.tarfile_to_samples(
-                    handler=_CountTarErrors(self.urls[s], bad), select_files=_is_flac
-                ),
-            )
-            for sample in pipeline:
-                i = position.get(sample["__key__"])
-                if i in wanted_flac and "flac" in sample:
-                    flacs[i] = sample["flac"]
-        seen = set(flacs)
-        order = sorted(flacs)
-        waves = dict(zip(order, decode_audio_many([flacs[i] for i in order]), strict=True))
+        if not wanted_flac:
+            mels: dict[int, torch.Tensor] = {}
+        elif self.mels[s] is not None:
+            mels = self._cached_mels(s, wanted_flac, bad)
+        else:
+            mels = self._decoded_mels(s, wanted_flac, bad)
         out = {}
         off = feats["text_offsets"]
         for i, g in need.items():
@@ -216,15 +211,8 @@ class _Stream(torch.utils.data.IterableDataset):
             n_caps = int(off[i + 1] - off[i])
             c = int(rng.integers(n_caps)) if self.train and n_caps > 1 else 0
             audio, has_audio = None, False
-            wave = waves.get(i)
-            if i in wanted_flac and i not in seen:
-                bad["missing_in_tar"] += 1
-            elif isinstance(wave, MediaError):
-                bad["bad_flac"] += 1
-                log.warning("data: %s in %s: %s", self.keys[s][i], self.urls[s], wave)
-            elif wave is not None:
-                mel = normalise(log_mel(wave))
-                audio, has_audio = fix_length(mel, self.frames, train=self.train, rng=rng), True
+            if i in mels:
+                audio, has_audio = fix_length(mels[i], self.frames, train=self.train, rng=rng), True
             out[g] = {
                 "key": self.keys[s][i],
                 "caption": str(feats["captions"][off[i] + c]),
@@ -236,23 +224,43 @@ class _Stream(torch.utils.data.IterableDataset):
             }
         return out
 
+    def _decoded_mels(self, s: int, wanted: set[int], bad: Counter) -> dict[int, torch.Tensor]:
+        """Whole-clip mels of the ``wanted`` positions: flac bytes streamed from the tar by
+        webdataset, decoded by ffmpeg; what is missing or does not decode is counted."""
+        position = {k: i for i, k in enumerate(self.keys[s])}
+        flacs: dict[int, bytes] = {}
+        for key, data in iter_flacs(self.urls[s], bad):
+            i = position.get(key)
+            if i in wanted:
+                flacs[i] = data
+        bad["missing_in_tar"] += len(wanted - set(flacs))
+        order = sorted(flacs)
+        mels = {}
+        for i, wave in zip(order, decode_audio_many([flacs[i] for i in order]), strict=True):
+            if isinstance(wave, MediaError):
+                bad["bad_flac"] += 1
+                log.warning("data: %s in %s: %s", self.keys[s][i], self.urls[s], wave)
+            else:
+                mels[i] = clip_mel(wave)
+        return mels
 
-class _CountTarErrors:
-    """webdataset's error handler for one tar: count and log the error, then go on with
-    the rest of the tar (the clips it cost keep their place, without audio)."""
-
-    def __init__(self, url: str, bad: Counter):
-        self.url, self.bad = url, bad
-
-    def __call__(self, exn: Exception) -> bool:
-        self.bad[f"tar_error:{type(exn).__name__}"] += 1
-        log.warning("data: %s: %s", self.url, exn)
-        return True
-
-
-def _is_flac(name: str) -> bool:
-    """Only the audio is read from the tars; everything else comes from the cache."""
-    return name.endswith(".flac")
+    def _cached_mels(self, s: int, wanted: set[int], bad: Counter) -> dict[int, torch.Tensor]:
+        """The same from the mel cache: views of the mapped frames, nothing decoded. Clips
+        the first pass could not read are counted again, as decoding them would count them."""
+        cache = self.mels[s]
+        bad.update(cache.tar_errors)  # what reading this tar would have met
+        frames = cache.frames_map()
+        mels = {}
+        for i in sorted(wanted):
+            status = int(cache.status[i])
+            if status == melcache.OK:
+                mels[i] = cache.mel(frames, i)
+            elif status == melcache.BAD_FLAC:
+                bad["bad_flac"] += 1
+                log.warning("data: %s in %s: %s", self.keys[s][i], self.urls[s], cache.errors[i])
+            else:
+                bad["missing_in_tar"] += 1
+        return mels
 
 
 def _stack(items: list[dict[str, Any]], frames: int) -> dict[str, Any]:
@@ -349,7 +357,8 @@ class ShardLoader:
                         pending[0] = {**_slice(head, take, head["n"]), "n": head["n"] - take}
                     need -= take
                 have -= b
-                yield _cat(parts)
+                # a batch inside one unit is a view of it: no copy in the trainer's process
+                yield parts[0] if len(parts) == 1 else _cat(parts)
         if pending and not self.stream.train:
             yield _cat([_slice(p, 0, p["n"]) for p in pending])
 
@@ -367,6 +376,7 @@ def make_loader(
     start_batch: int = 0,
     rank: int = 0,
     world_size: int = 1,
+    audio_cache: bool = True,
 ) -> ShardLoader:
     """Batches of ``{"audio": (B,1,128,F) f32, "has_audio": (B,) bool, "video": (B,T,D) f32,
     "text": (B,D) f32, "image": (B,D) f32, "key": [str], "caption": [str]}`` with
@@ -377,7 +387,10 @@ def make_loader(
     global batch of ``batch_size * world_size``. Eval: one pass in order, the last
     batch may be short (or, on some ranks, absent). ``cache_dir`` holds the
     features of :func:`trainer.features.precompute_features`; a shard without
-    them is an error.
+    them is an error. ``audio_cache``: read each clip's mel from the mel cache
+    (:func:`trainer.features.precompute_audio`) where it is current; a shard
+    without one, or ``audio_cache=False``, decodes its flacs as it reads them.
+    Either way the batches are the same, bit for bit.
     """
     if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"bad batch_size/rank/world_size: {batch_size}, {rank}, {world_size}")
@@ -387,20 +400,29 @@ def make_loader(
     if not urls:
         raise ValueError("make_loader: no shards given")
     bad: Counter = Counter()
-    keys, has_flac = [], []
+    keys, has_flac, mels = [], [], []
     for url in urls:
         arrays = load_shard_arrays(cache_dir, shard_stem(url))
         keys.append(arrays["keys"].tolist())
         flags = arrays.get("has_flac")
         has_flac.append(np.ones(len(keys[-1]), bool) if flags is None else flags.astype(bool))
         bad["no_features"] += len(arrays["failed_keys"])
+        mels.append(open_shard(cache_dir, url, keys[-1]) if audio_cache else None)
     _PROCESS_BAD.update(bad)
+    cached = sum(m is not None for m in mels)
+    if cached < len(urls) and audio_cache:
+        log.info(
+            "data: %d of %d shard(s) have no mel cache; their flacs are decoded",
+            len(urls) - cached,
+            len(urls),
+        )
     if train and not any(keys):
         raise ValueError(f"no clips with cached features in {len(urls)} shard(s) under {cache_dir}")
     stream = _Stream(
         urls,
         keys,
         has_flac,
+        mels,
         cache_dir=Path(cache_dir),
         batch_size=batch_size,
         train=train,

@@ -3,7 +3,8 @@
 The CLIP image and text towers never change during training, so the video
 frames, the matched ``jpg`` and every caption are embedded once, here, and
 training epochs read small float16 arrays instead of decoding video and
-running CLIP again. Only audio (random crops) is read from the tars per epoch.
+running CLIP again. Each clip's whole mel is cached beside them too
+(:func:`precompute_audio`, :mod:`trainer.melcache`), so epochs read no tar at all.
 
 Cache layout, one folder per (embedder, frames a clip)::
 
@@ -28,7 +29,8 @@ import json
 import logging
 import tarfile
 import tempfile
-from collections import deque
+import time
+from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -40,6 +42,7 @@ from media.ffmpeg import FFMPEG, MediaError, file_arg, run
 from media.images import SQUARE_PIXELS, centre_square, decode_image, filter_string
 from media.tars import iter_raw_samples
 from shards.writer import atomic_write_bytes
+from trainer import melcache
 
 log = logging.getLogger(__name__)
 
@@ -392,8 +395,10 @@ def precompute_features(
     batch_size: int = 64,
     progress: bool = False,
     workers: int = 4,
+    audio: bool = True,
 ) -> Path:
-    """Embed every clip's frames, jpg and captions once; one ``.npz`` a shard.
+    """Embed every clip's frames, jpg and captions once; one ``.npz`` a shard; then,
+    with ``audio``, cache every clip's mel beside them (:func:`precompute_audio`).
 
     ``embedder`` is the frozen tower (``dim``, ``image_size``, ``embed_images``,
     ``embed_texts``); ``embedder_id`` names it in the cache path (e.g. the
@@ -434,7 +439,42 @@ def precompute_features(
             len(arrays["keys"]),
             len(arrays["failed_keys"]),
         )
+    if audio:
+        precompute_audio(tars, cache, workers=workers, progress=progress)
     return cache
+
+
+def precompute_audio(
+    shards: str | list[str], cache_dir: str | Path, *, workers: int = 4, progress: bool = False
+) -> dict[str, int]:
+    """Cache the whole-clip mel of every clip the features list (:mod:`trainer.melcache`),
+    for shards whose mels are missing or stale; ``workers`` threads run ffmpeg. A rerun
+    reuses what is there. Returns the clips by status (``ok``, ``no_flac``,
+    ``missing_in_tar``, ``bad_flac``) over the shards built now."""
+    todo = []
+    for tar in expand_shards(shards):
+        digest = melcache.mel_digest(tar)
+        if digest is None:  # not a local file: streamed and decoded, never cached
+            continue
+        if melcache.cache_paths(cache_dir, shard_stem(tar), digest)[0].exists():
+            continue
+        arrays = load_shard_arrays(cache_dir, shard_stem(tar))
+        flags = arrays.get("has_flac")
+        keys = arrays["keys"].tolist()
+        todo.append((tar, keys, np.ones(len(keys), bool) if flags is None else flags.astype(bool)))
+    from tqdm import tqdm  # lazy, as in precompute_features
+
+    totals: Counter = Counter()
+    clips = sum(int(flags.sum()) for _, _, flags in todo)
+    with tqdm(total=clips, desc="audio", unit="clip", disable=not (progress and todo)) as bar:
+        for tar, keys, has_flac in todo:
+            t0 = time.perf_counter()
+            counts = melcache.build_shard(
+                tar, cache_dir, keys, has_flac, workers=workers, advance=bar.update
+            )
+            totals.update(counts)
+            log.info("audio: %s: %s in %.1f s", tar, counts, time.perf_counter() - t0)
+    return dict(totals)
 
 
 def load_shard_arrays(cache_dir: str | Path, shard_name: str) -> dict[str, np.ndarray]:

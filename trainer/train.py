@@ -23,6 +23,7 @@ import math
 import os
 import random
 import resource
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from trainer import distributed
 from trainer.data import make_loader
-from trainer.features import precompute_features, read_cache_meta
+from trainer.features import precompute_audio, precompute_features, read_cache_meta
 from trainer.loss import BindLoss
 from trainer.models import BindModel, create_model, load_config
 
@@ -263,8 +264,9 @@ def feature_cache(
     *,
     main: bool,
 ) -> Path:
-    """The frozen features' folder. With ``embedder`` rank 0 computes them (once, before
-    any training) and tells the other ranks where; without it ``cache_dir`` must hold them."""
+    """The frozen features' folder. With ``embedder`` rank 0 computes them and the clips'
+    mels (once, before any training) and tells the other ranks where; without it
+    ``cache_dir`` must hold the features, and rank 0 adds the mels they lack."""
     if embedder is not None:
         paths = [cache_dir]
         if main:
@@ -277,6 +279,7 @@ def feature_cache(
                     embedder_id=embedder_id,
                     n_frames=n_frames,
                     cache_dir=cache_dir,
+                    progress=sys.stderr.isatty(),
                 )
             ]
         if distributed.is_distributed():
@@ -284,6 +287,10 @@ def feature_cache(
         cache_dir = paths[0]
     if cache_dir is None:
         raise ValueError("pass an embedder (to precompute features) or the cache_dir of features")
+    if embedder is None:  # features made elsewhere: their mel cache may still be missing
+        if main:
+            precompute_audio(shards, cache_dir, progress=sys.stderr.isatty())
+        distributed.barrier()
     return cache_dir
 
 
