@@ -107,6 +107,12 @@ def scan_video(
 
     A download that matched nothing is deleted at once (there is nothing to
     cut from it); one that matched is kept for cutting.
+
+    Frames are embedded and searched by the process's embedding service for
+    ``embedder`` (:mod:`miners.embedservice`), shared with every video scanned
+    at once; a batch the embedder fails on fails this video (``embed: ...``).
+    ``result.peak_frames`` holds the whole frame of each candidate's peak, for
+    its still (:meth:`runs.folder.RunFolder.save_peak_stills`).
     """
     result = ScanResult(video=video.url, video_id=video.video_id, meta=dict(video.meta),
                         timings={"fetch": 0.0, "decode": 0.0, "embed": 0.0, "shots": 0.0})  # fmt: skip
