@@ -195,7 +195,9 @@ class EmbedService:
         n = sum(len(c) for c in chunks)
         if self._pinned is None or len(self._pinned) < n:
             shape = (max(n, self.batch_size), *chunks[0].shape[1:])
-            self._pinned = torch.empty(shape, dtype=torch.uint8).pin_memory()
+            self._pinned = torch.empty(shape, dtype=torch.uint8)
+            if self._device.startswith("cuda"):  # page-locked: the copy to the GPU can overlap
+                self._pinned = self._pinned.pin_memory()
         host, row = self._pinned.numpy(), 0
         for c in chunks:
             host[row : row + len(c)] = c

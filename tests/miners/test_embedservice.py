@@ -244,3 +244,33 @@ def test_torch_search_finds_what_faiss_finds() -> None:
         np.testing.assert_allclose(got[2], want[2][order], rtol=1e-5)
     empty = TorchSearch(seeds, "cpu").search(queries[:0], threshold)
     assert [len(a) for a in empty] == [0, 0, 0]
+
+
+class TensorPaletteEmbedder(PaletteEmbedder):
+    """The palette embedder's answers through the device path's entry, on CPU tensors."""
+
+    device = "cpu"
+
+    def encode_uint8(self, images):
+        import torch
+
+        assert isinstance(images, torch.Tensor) and images.dtype == torch.uint8
+        return torch.from_numpy(self.embed_images(images.numpy()))
+
+
+def test_the_device_path_gives_the_numpy_paths_answers(videos, tmp_path) -> None:
+    """Pinned-buffer batches, uint8 tensors and the matrix-product search (on CPU here)
+    find what embed_images and faiss find."""
+    embedder = TensorPaletteEmbedder()
+    service = embed_service(embedder, 4)
+    service._device = "cpu"  # as on CUDA: tensors in, the seed matrix searched by torch
+    names = ["a", "b", "c"]
+    with ThreadPoolExecutor(3) as pool:
+        scans = list(pool.map(lambda n: _scan(videos[n], embedder, 4, tmp_path), names))
+    assert list(service._gpu) == [SEEDS] and isinstance(service._gpu[SEEDS], TorchSearch)
+    for name, scan in zip(names, scans, strict=True):
+        assert scan.ok, scan.error
+        got = [(c.seed_row, c.peak_time, c.similarity, c.n_frames) for c in scan.candidates]
+        want = [(c.seed_row, c.peak_time, c.similarity, c.n_frames)
+                for c in _alone(videos[name], PaletteEmbedder(), 4)]  # fmt: skip
+        assert got == want
