@@ -100,12 +100,21 @@ class EmbedService:
         if len(frames) == 0:
             job.future.set_result(_no_hits())
             return job.future
-        self._queue.put(job)
+        while True:
+            self._ensure_thread()
+            try:
+                self._queue.put(job, timeout=1.0)
+                break
+            except queue.Full:  # the thread is busy; looked at again, in case it died
+                continue
+        self._ensure_thread()  # it may have ended, idle, just before the put
+        return job.future
+
+    def _ensure_thread(self) -> None:
         with self._lock:
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="capmine-embed", daemon=True)
                 self._thread.start()
-        return job.future
 
     def result(self, future: Future, poll: float = 5.0) -> Hits:
         """Wait for ``future``; raises :class:`EmbedError` on a failed batch, or when the

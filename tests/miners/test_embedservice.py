@@ -274,3 +274,24 @@ def test_the_device_path_gives_the_numpy_paths_answers(videos, tmp_path) -> None
         want = [(c.seed_row, c.peak_time, c.similarity, c.n_frames)
                 for c in _alone(videos[name], PaletteEmbedder(), 4)]  # fmt: skip
         assert got == want
+
+
+class DyingEmbedder(PaletteEmbedder):
+    """Ends the thread that calls it the first time (SystemExit is not an Exception)."""
+
+    died = False
+
+    def embed_images(self, images: np.ndarray) -> np.ndarray:
+        if not self.died:
+            self.died = True
+            raise SystemExit("gone")
+        return super().embed_images(images)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dead_service_thread_answers_with_an_error_and_is_started_again() -> None:
+    service = EmbedService(DyingEmbedder(), batch_size=2, linger=0.0)
+    one = np.broadcast_to(PALETTE[2].astype(np.uint8), (1, 16, 16, 3))
+    with pytest.raises(EmbedError, match="ended without an answer"):
+        service.result(service.submit(one, SEEDS, 0.5), poll=0.1)
+    assert service.result(service.submit(one, SEEDS, 0.5))[1].tolist() == [2]
