@@ -1,8 +1,9 @@
-"""Frames out of a video, sampled, scaled and cropped by ffmpeg.
+"""Frames out of a video, sampled and scaled by ffmpeg, centre-cropped as they are read.
 
 :func:`iter_frames` feeds the embedder: at most one real source frame per
 ``1/fps`` bucket, shorter side scaled to ``size`` and centre-cropped (the same
-preprocessing seed images get), streamed from ffmpeg's stdout in batches so a
+preprocessing seed images get; the whole scaled frame is there too, for a
+peak's still), streamed from ffmpeg's stdout in batches so a
 long video never sits in memory. Each frame carries the exact presentation
 time of the source frame it came from, so a match points at a frame that
 :func:`frame_at` and :func:`miners.cut.cut_clip` can find again.
@@ -157,7 +158,7 @@ def _sampling_command(
     threads: int,
     showinfo: FilterLog,
 ) -> list[str]:
-    """ffmpeg picks, times, scales and crops; Python only reads bytes.
+    """ffmpeg picks, times and scales; Python reads bytes and cuts the square.
 
     ``-copyts`` keeps the source timestamps, so showinfo reports them as they
     are and the buckets count from the video stream's own start (ffmpeg would
