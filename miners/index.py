@@ -243,7 +243,8 @@ class TorchSearch:
     On a GPU this keeps a batch's embeddings where they were made: only the
     hits come back to the host. The answer is flat search's, whatever the
     :class:`SeedIndex` kind (an IVF index would miss pairs in unprobed lists);
-    similarities agree with faiss's to float32 rounding.
+    similarities agree with faiss's to float32 rounding (as long as float32
+    matrix products are not allowed TF32, torch's default).
     """
 
     CHUNK = 1 << 27  # similarities computed at once (512 MB of float32)
