@@ -93,8 +93,10 @@ def cut_clip(
     Times count from the video stream's first frame, as :func:`miners.frames.iter_frames`
     reports them. ``mode`` is ``exact``, ``keyframe`` or ``auto`` (module
     docstring); ``shot`` bounds where a copy may start and end (None: the whole
-    video). ``still``, a JPEG of the matched frame kept by the scan, becomes the
-    jpg as it is; without one the jpg is decoded. Raises :class:`MediaError`
+    video). The jpg of a re-encoded clip comes from its own pass, at the clip's
+    size; a copied clip decodes nothing, so ``still``, the JPEG of the matched
+    frame the scan kept (the embedder's size), becomes its jpg as it is, and
+    without one the frame is decoded. Raises :class:`MediaError`
     (leaving nothing behind) when ffmpeg fails or, in ``keyframe`` mode, when
     the window cannot be copied (:class:`~media.keyframes.CopyRefused`);
     ``ValueError`` for a bad key, mode or an empty window.
@@ -114,11 +116,11 @@ def cut_clip(
         if plan is not None:
             _copy(src, plan, streams, temp["mp4"], temp.get("flac"), timeout)
             frame = None
-        else:
+        else:  # the window is decoded anyway: its jpg, at the clip's size, comes from it
             size = fit_short_side(info.width, info.height, height)
-            jpg_time = None if still is not None else match_time
             frame = _encode(src, start, end, streams, size, temp["mp4"], temp.get("flac"),
-                            timeout, jpg_time)  # fmt: skip
+                            timeout, match_time)  # fmt: skip
+            still = None
         _write_jpg(src, match_time, height, temp["jpg"], still=still, frame=frame)
         for ext, path in temp.items():
             os.replace(path, final[ext])

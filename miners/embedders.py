@@ -168,13 +168,33 @@ class OpenClipEmbedder:
                 f"expected (N, {self.image_size}, {self.image_size}, 3) uint8 images, got {images.shape}"
             )
         out = []
-        with torch.inference_mode(), self._autocast():
-            for i in range(0, len(images), self.batch_size):
-                x = torch.from_numpy(np.ascontiguousarray(images[i : i + self.batch_size]))
-                x = x.to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
-                x = (x - self._mean) / self._std
-                out.append(self.model.encode_image(x).float().cpu().numpy())
+        for i in range(0, len(images), self.batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(images[i : i + self.batch_size]))
+            out.append(self._encode(x).cpu().numpy())
         return normalize(np.concatenate(out) if out else np.zeros((0, self.dim), np.float32))
+
+    def encode_uint8(self, images):
+        """(N, S, S, 3) uint8 torch tensor (on the host, best pinned, or on the device) ->
+        (N, dim) float32 unit rows, left on the device (:mod:`miners.embedservice`).
+
+        The copy to the device does not block; normalisation happens there.
+        """
+        import torch
+
+        out = [self._encode(images[i : i + self.batch_size], non_blocking=True)
+               for i in range(0, len(images), self.batch_size)]  # fmt: skip
+        if not out:
+            return torch.zeros((0, self.dim), device=self.device)
+        return torch.nn.functional.normalize(torch.cat(out), dim=1)
+
+    def _encode(self, x, non_blocking: bool = False):
+        """One batch of uint8 NHWC pixels through the image tower: float32 features, unnormalised."""
+        import torch
+
+        with torch.inference_mode(), self._autocast():
+            x = x.to(self.device, non_blocking=non_blocking).permute(0, 3, 1, 2).float().div_(255.0)
+            x = (x - self._mean) / self._std
+            return self.model.encode_image(x).float()
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         import torch

@@ -1,8 +1,9 @@
-"""Frames out of a video, sampled, scaled and cropped by ffmpeg.
+"""Frames out of a video, sampled and scaled by ffmpeg, centre-cropped as they are read.
 
 :func:`iter_frames` feeds the embedder: at most one real source frame per
 ``1/fps`` bucket, shorter side scaled to ``size`` and centre-cropped (the same
-preprocessing seed images get), streamed from ffmpeg's stdout in batches so a
+preprocessing seed images get; the whole scaled frame is there too, for a
+peak's still), streamed from ffmpeg's stdout in batches so a
 long video never sits in memory. Each frame carries the exact presentation
 time of the source frame it came from, so a match points at a frame that
 :func:`frame_at` and :func:`miners.cut.cut_clip` can find again.
@@ -27,6 +28,7 @@ import queue
 import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -47,6 +49,7 @@ FRAME_TIMEOUT = 60.0  # seconds for frame_at: one seek and one decoded frame
 
 # showinfo's own lines, matched from the start of what the filter said (FilterLog.body)
 _FRAME_RE = re.compile(r"n:\s*\d+\s+pts:\s*(\S+)\s+pts_time:(\S+)")
+_SIZE_RE = re.compile(r"\ss:(\d+)x(\d+)\s")
 _TIME_BASE_RE = re.compile(r"config in time_base:\s*(\d+)/(\d+)")
 
 SAMPLERS = ("exact", "keyframes")  # every frame decoded, or key frames only
@@ -97,8 +100,8 @@ def _nvidia_smi_runs() -> bool:
 
 
 def _software_fallback(
-    sample: Callable[..., Iterator[tuple[np.ndarray, np.ndarray]]],
-) -> Callable[..., Iterator[tuple[np.ndarray, np.ndarray]]]:
+    sample: Callable[..., Iterator[tuple[np.ndarray, ...]]],
+) -> Callable[..., Iterator[tuple[np.ndarray, ...]]]:
     """``hwaccel`` resolved; a hardware decode that fails before its first frame
     (no device, a driver that will not load) is tried once more in software, and
     logged. A failure after frames came out is the video's, as in software."""
@@ -135,7 +138,8 @@ def iter_frames(
     threads: int = 0,
     sampler: str = "exact",
     hwaccel: str = "none",
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    whole: bool = False,
+) -> Iterator[tuple[np.ndarray, ...]]:
     """Yield ``(times, frames)`` batches: float64 seconds ``(n,)`` and uint8 RGB
     ``(n, size, size, 3)``, ``n <= batch_size``.
 
@@ -143,6 +147,10 @@ def iter_frames(
     count (0: ffmpeg decides), worth pinning when many workers share a machine.
     ``sampler`` is ``exact`` (every frame decoded) or ``keyframes`` (key frames
     only); ``hwaccel`` is ``none``, ``cuda`` or ``auto`` (see the module's notes).
+    With ``whole``, batches are ``(times, frames, wholes)``: ``wholes`` holds the
+    whole frames, shorter side scaled to ``size`` keeping the displayed aspect
+    (ffmpeg's scale, as the rule does it), and ``frames`` is a view of their
+    centre squares (:func:`centre_crop`).
     Raises :class:`MediaError` when ffmpeg fails or nothing decodes; a file cut
     short that ffmpeg still decodes in part yields what it could, with a warning.
     """
@@ -157,12 +165,13 @@ def iter_frames(
     last_time = float("nan")
     clock = _FrameClock(path, showinfo)
     with Pipe(cmd, what=path, timeout=timeout, on_line=clock.parse, on_close=clock.close) as pipe:
-        for times, frames in _read_batches(pipe, clock, size, batch_size):
+        for times, wholes in _read_batches(pipe, clock, batch_size):
             # ffprobe gives the start to the microsecond; finer digits are noise.
             times = np.round(times - streams.video_start, 6)
             n_frames += len(times)
             last_time = float(times[-1])
-            yield times, frames
+            frames = centre_crop(wholes, size)
+            yield (times, frames, wholes) if whole else (times, np.ascontiguousarray(frames))
         pipe.finish()
         if n_frames == 0:
             raise MediaError(f"{path}: no frames decoded: {pipe.tail() or 'no message'}")
@@ -243,7 +252,7 @@ def _sampling_command(
     sampler: str = "exact",
     hwaccel: str = "none",
 ) -> list[str]:
-    """ffmpeg picks, times, scales and crops; Python only reads bytes.
+    """ffmpeg picks, times and scales; Python reads bytes and cuts the square.
 
     ``-copyts`` keeps the source timestamps, so showinfo reports them as they
     are and the buckets count from the video stream's own start (ffmpeg would
@@ -273,9 +282,12 @@ def _sampling_command(
 
     keep = f"isnan(prev_selected_t)+gt({bucket('t')},{bucket('prev_selected_t')})"
     video = ffmpeg.input(file_arg(path), threads=threads, **decoder)[str(streams.video_index)]
-    video = video.filter("select", keep).filter(showinfo.name)
-    steps = ([] if streams.square_pixels else SQUARE_PIXELS) + centre_square(size)
-    video = apply_filters(video, steps)
+    video = video.filter("select", keep)
+    # The rule's scale without its crop: the whole frame comes out (a peak's still),
+    # and centre_crop cuts the square ffmpeg's crop would have. showinfo sits last,
+    # so its lines carry the size of the frames written.
+    steps = ([] if streams.square_pixels else SQUARE_PIXELS) + centre_square(size)[:1]
+    video = apply_filters(video, steps).filter(showinfo.name)
     out = video.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
     return out.global_args(
         "-nostdin", "-hide_banner", "-nostats", "-copyts", "-loglevel", "level+info"
@@ -290,12 +302,20 @@ def apply_filters(stream, steps: list[FilterStep]):
 
 
 def _read_batches(
-    pipe: Pipe, clock: _FrameClock, size: int, batch_size: int
+    pipe: Pipe, clock: _FrameClock, batch_size: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Fill fresh arrays frame by frame (a consumer may keep earlier batches);
-    the i-th frame on stdout takes the i-th showinfo time."""
+    the i-th frame on stdout takes the i-th showinfo time.
+
+    Every frame has the first frame's size: ffmpeg scales a frame whose source
+    changed resolution mid-stream to the size it started writing (``-autoscale``).
+    """
+    shape = clock.frame_size(pipe)
+    if shape is None:
+        return
+    width, height = shape
     while True:
-        frames = np.empty((batch_size, size, size, 3), dtype=np.uint8)
+        frames = np.empty((batch_size, height, width, 3), dtype=np.uint8)
         times = np.empty(batch_size, dtype=np.float64)
         n = 0
         while n < batch_size and pipe.read_into(memoryview(frames[n]).cast("B")):
@@ -305,6 +325,19 @@ def _read_batches(
             yield times[:n], frames[:n]
         if n < batch_size:
             return
+
+
+def centre_crop(frames: np.ndarray, size: int) -> np.ndarray:
+    """The centre ``size`` x ``size`` square of ``(n, h, w, 3)`` frames, as a view.
+
+    The very pixels ffmpeg's ``crop=size:size`` gives: it places the square at
+    ``(in - out) / 2`` rounded half to even (``lrint``), as Python's ``round`` does.
+    """
+    height, width = frames.shape[1:3]
+    if height < size or width < size:
+        raise ValueError(f"frames of {width}x{height} are smaller than the {size}-pixel square")
+    top, left = round((height - size) / 2), round((width - size) / 2)
+    return frames[:, top : top + size, left : left + size]
 
 
 class _FrameClock:
@@ -322,6 +355,9 @@ class _FrameClock:
         self._times: queue.Queue[float | None] = queue.Queue()
         self._time_base: Fraction | None = None
         self._exhausted = False
+        self._size: tuple[int, int] | None = None
+        self._seen_frame = False
+        self._first = threading.Event()  # the first frame's line is read, or stderr ended
 
     def parse(self, line: str) -> bool:
         """Take a showinfo line (True); leave any other line to the pipe's tail (False)."""
@@ -329,13 +365,26 @@ class _FrameClock:
         if said is None:
             return False
         if match := _FRAME_RE.match(said):
+            if self._size is None and (size := _SIZE_RE.search(said)):
+                self._size = int(size[1]), int(size[2])
+            self._seen_frame = True
+            self._first.set()
             self._times.put(self._seconds(match[1], match[2]))
         elif match := _TIME_BASE_RE.match(said):
             self._time_base = Fraction(int(match[1]), int(match[2]))
         return True
 
     def close(self) -> None:
+        self._first.set()
         self._times.put(None)
+
+    def frame_size(self, pipe: Pipe) -> tuple[int, int] | None:
+        """(width, height) of the frames ffmpeg writes, from the first frame's line
+        (logged before the frame is written); None when no frame came."""
+        self._first.wait()
+        if self._size is None and self._seen_frame:
+            raise MediaError(f"{self.path}: ffmpeg wrote a frame without a size: {pipe.tail()}")
+        return self._size
 
     def next_time(self, pipe: Pipe) -> float:
         """The time of the frame just read."""

@@ -235,3 +235,57 @@ class SeedIndex:
         if self.kind == "ivf":
             self.nprobe = int(params["nprobe"])
         return self
+
+
+class TorchSearch:
+    """Threshold search by a matrix product on a torch device: the exact (flat) pairs.
+
+    On a GPU this keeps a batch's embeddings where they were made: only the
+    hits come back to the host. The answer is flat search's, whatever the
+    :class:`SeedIndex` kind (an IVF index would miss pairs in unprobed lists);
+    similarities agree with faiss's to float32 rounding (as long as float32
+    matrix products are not allowed TF32, torch's default).
+    """
+
+    CHUNK = 1 << 27  # similarities computed at once (512 MB of float32)
+
+    def __init__(self, embeddings: np.ndarray, device: str = "cpu"):
+        import torch
+
+        emb = np.ascontiguousarray(embeddings, dtype=np.float32)
+        self.seeds = torch.from_numpy(emb).to(device)
+
+    @staticmethod
+    def fits(embeddings: np.ndarray, device: str, share: float = 0.25) -> bool:
+        """Whether the seed matrix takes under ``share`` of the device's free memory."""
+        import torch
+
+        if not device.startswith("cuda"):
+            return True
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return embeddings.size * 4 < share * free
+
+    def search(self, queries, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """As :meth:`SeedIndex.search`: (query row, seed row, similarity) at or above
+        ``threshold``, ordered by query row then seed row. ``queries`` is a tensor or array."""
+        import torch
+
+        q = torch.as_tensor(queries).to(self.seeds.device, torch.float32)
+        n_seeds = len(self.seeds)
+        if len(q) == 0 or n_seeds == 0:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty, np.zeros(0, dtype=np.float32)
+        if q.shape[1] != self.seeds.shape[1]:
+            raise ValueError(
+                f"frame embeddings have width {q.shape[1]}, seeds {self.seeds.shape[1]}"
+            )
+        limit = float(np.float32(threshold))  # compared in float32, as faiss does
+        step = max(1, self.CHUNK // len(q))
+        parts = []
+        for s0 in range(0, n_seeds, step):
+            sims = q @ self.seeds[s0 : s0 + step].T
+            rows, cols = torch.nonzero(sims >= limit, as_tuple=True)
+            parts.append((rows, cols + s0, sims[rows, cols]))
+        rows, seeds, sims = (torch.cat(p).cpu().numpy() for p in zip(*parts, strict=True))
+        order = np.lexsort((seeds, rows))
+        return rows[order].astype(np.int64), seeds[order].astype(np.int64), sims[order]

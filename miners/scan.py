@@ -9,7 +9,11 @@ folder's business (:mod:`runs.stages`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,12 +24,15 @@ from media import MediaError
 from media.cuts import detect_cuts, shot_at
 from media.probe import probe
 from miners.embedders import Embedder
+from miners.embedservice import EmbedError, EmbedService, embed_service
 from miners.fetch import SOCKET_TIMEOUT, Fetched, FetchError, fetch_video, remove_download
 from miners.frames import iter_frames
 from miners.index import SeedIndex
 from miners.matching import Candidate, HitAccumulator
 from miners.videos import VideoInput
 from shards.record import STATUS_FAILED, STATUS_OK
+
+IN_FLIGHT = 2  # a video's batches being embedded while it decodes the next
 
 
 @dataclass
@@ -47,6 +54,9 @@ class ScanResult:
     timings: dict[str, float] = field(default_factory=dict)  # fetch, decode, embed, shots seconds
     settings: dict[str, Any] | None = None  # what made it: a scan with other settings is redone
     seconds: float | None = None  # wall time of the scan
+    # whole frames of the candidates' peaks by time, shorter side at the embedder's size;
+    # held in memory only (the run folder writes them as stills), never saved with the scan
+    peak_frames: dict[float, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def failed(cls, video: VideoInput, error: str) -> ScanResult:
@@ -59,7 +69,9 @@ class ScanResult:
         return self.status == STATUS_OK
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(dataclasses.replace(self, peak_frames={}))
+        del d["peak_frames"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ScanResult:
@@ -100,6 +112,12 @@ def scan_video(
 
     A download that matched nothing is deleted at once (there is nothing to
     cut from it); one that matched is kept for cutting.
+
+    Frames are embedded and searched by the process's embedding service for
+    ``embedder`` (:mod:`miners.embedservice`), shared with every video scanned
+    at once; a batch the embedder fails on fails this video (``embed: ...``).
+    ``result.peak_frames`` holds the whole frame of each candidate's peak, for
+    its still (:meth:`runs.folder.RunFolder.save_peak_stills`).
     """
     result = ScanResult(video=video.url, video_id=video.video_id, meta=dict(video.meta),
                         timings={"fetch": 0.0, "decode": 0.0, "embed": 0.0, "shots": 0.0})  # fmt: skip
@@ -127,6 +145,10 @@ def scan_video(
         result.candidates = []
     except MediaError as e:
         result.status, result.error = STATUS_FAILED, f"decode: {e}"
+    except EmbedError as e:
+        result.status, result.error = STATUS_FAILED, f"embed: {e}"
+    if not result.ok:
+        result.candidates, result.peak_frames = [], {}
     if fetched is not None and fetched.downloaded and not result.candidates:
         remove_download(fetched)  # nothing to cut from it
         result.local_path = None
@@ -154,22 +176,95 @@ def _match_frames(
     sampler: str = "exact",
     hwaccel: str = "none",
 ) -> None:
-    """Sample, embed and search every frame batch; candidates and counts into ``result``."""
-    acc, times = HitAccumulator(), []
-    t_embed = 0.0
-    for batch_times, frames in iter_frames(path, fps=fps, size=embedder.image_size,
-                                           batch_size=batch_size, sampler=sampler,
-                                           hwaccel=hwaccel):  # fmt: skip
-        te = time.monotonic()
-        emb = embedder.embed_images(frames)
-        rows, seeds, sims = index.search(emb, threshold)
-        t_embed += time.monotonic() - te
-        base = len(times)
-        times.extend(batch_times.tolist())
-        acc.add(rows + base, np.asarray(times), seeds, sims)
+    """Sample every frame batch and hand it to the process's embedding service
+    (:mod:`miners.embedservice`), keeping on decoding while up to ``IN_FLIGHT``
+    batches are embedded; hits, in frame order, into candidates, counts and the
+    peaks' whole frames in ``result``."""
+    service = embed_service(embedder, batch_size)
+    acc, peaks, times = HitAccumulator(), PeakFrames(), []
+    pending: deque[tuple[int, np.ndarray, Future]] = deque()
+    t_wait = 0.0
+    try:
+        for batch_times, frames, wholes in iter_frames(
+            path,
+            fps=fps,
+            size=embedder.image_size,
+            batch_size=batch_size,
+            whole=True,
+            sampler=sampler,
+            hwaccel=hwaccel,
+        ):
+            pending.append((len(times), wholes, service.submit(frames, index, threshold)))
+            times.extend(batch_times.tolist())
+            while len(pending) > IN_FLIGHT:
+                t_wait += _collect(service, pending.popleft(), acc, peaks, times)
+        while pending:
+            t_wait += _collect(service, pending.popleft(), acc, peaks, times)
+    finally:
+        for _, _, future in pending:  # a decode error: what is still queued is not embedded
+            future.cancel()
     result.n_frames, result.n_matches = len(times), acc.n_hits
     result.candidates = acc.candidates(result.video_id)
-    result.timings["embed"] = t_embed
+    result.peak_frames = peaks.frames(times)
+    result.timings["embed"] = t_wait
+
+
+def _collect(
+    service: EmbedService,
+    item: tuple[int, np.ndarray, Future],
+    acc: HitAccumulator,
+    peaks: PeakFrames,
+    times: list[float],
+) -> float:
+    """Wait for one batch's hits and add them; returns the seconds waited."""
+    base, wholes, future = item
+    t0 = time.monotonic()
+    rows, seeds, sims = service.result(future)
+    waited = time.monotonic() - t0
+    acc.add(rows + base, times, seeds, sims)
+    peaks.offer(rows + base, seeds, sims, lambda f: wholes[f - base])
+    return waited
+
+
+class PeakFrames:
+    """The whole frame of each seed's best hit so far: the highest similarity, the
+    earliest frame on a tie (as :meth:`HitAccumulator.candidates` picks the peak).
+
+    A frame is held once however many seeds peak on it, and dropped when no
+    seed does any more: at most one frame per matched seed, whatever the
+    video's length.
+    """
+
+    def __init__(self) -> None:
+        self._best: dict[int, tuple[float, int]] = {}  # seed row -> (similarity, frame number)
+        self._frames: dict[int, np.ndarray] = {}  # frame number -> whole frame
+        self._users: dict[int, int] = {}  # frame number -> seeds peaking on it
+
+    def offer(self, frame_index: np.ndarray, seed_rows: np.ndarray, sims: np.ndarray,
+              frame_of: Callable[[int], np.ndarray]) -> None:  # fmt: skip
+        """``frame_index[i]`` matched ``seed_rows[i]`` at ``sims[i]``; ``frame_of(f)`` is frame f."""
+        for f, s, v in zip(frame_index.tolist(), seed_rows.tolist(), sims.tolist(), strict=True):
+            best = self._best.get(s)
+            if best is not None and (v < best[0] or (v == best[0] and f >= best[1])):
+                continue
+            if best is not None:
+                self._release(best[1])
+            self._best[s] = (v, f)
+            self._users[f] = self._users.get(f, 0) + 1
+            if f not in self._frames:
+                self._frames[f] = frame_of(f).copy()  # not a view: the batch can go
+
+    def _release(self, f: int) -> None:
+        self._users[f] -= 1
+        if not self._users[f]:
+            del self._users[f], self._frames[f]
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def frames(self, times: list[float]) -> dict[float, np.ndarray]:
+        """Each held frame by its time (a frame without a time is left out)."""
+        return {times[f]: frame for f, frame in self._frames.items() if not math.isnan(times[f])}
 
 
 class ShotError(MediaError):

@@ -7,6 +7,7 @@ themselves::
     OUT/seeds.parquet, seeds.npy, seeds.index(.json), seeds.json   the seed stage, seeds.json last
     OUT/seed_chunks/                 chunks embedded, waiting to be merged
     OUT/scans/VIDEO_ID.json          one video's scan (miners.scan.ScanResult)
+    OUT/scans/VIDEO_ID.peaks/MS.jpg  the whole frame of each of its candidates' peaks, by time in ms
     OUT/plan.json                    the current run's clips and shards (RunPlan)
     OUT/staging/NNNNN/               a shard's clips, cut and filtered; records.json last
     OUT/shards/NNNNN.tar, .parquet, _stats.json   a written shard, _stats.json last
@@ -27,6 +28,7 @@ last one.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -34,11 +36,21 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from PIL import Image
+
+from miners.cut import JPEG_QUALITY
 from miners.scan import ScanResult
 from runs.lock import OutFolderError, check_subfolders
 from runs.records import Ledger, RunPlan, SeedsMeta, ShardPlan
 from shards.record import ClipRecord
-from shards.writer import atomic_write_json, shard_name, write_shard, write_table
+from shards.writer import (
+    atomic_write_bytes,
+    atomic_write_json,
+    shard_name,
+    write_shard,
+    write_table,
+)
 
 _TMP = r"\.[A-Za-z0-9_]+\.tmp"  # atomic writes' temp suffix (shards.writer.temp_file)
 _KEY = r"[A-Za-z0-9_-]+"  # sample keys and video ids (shards.keys)
@@ -52,6 +64,8 @@ def _with_temps(names: str) -> re.Pattern:
 # The files capmine writes in each of its folders.
 SHARD_FILES = _with_temps(r"\d{5,}(?:\.tar|\.parquet|_stats\.json)")
 SCAN_FILES = _with_temps(rf"{_KEY}\.json")
+PEAK_DIRS = re.compile(rf"{_KEY}\.peaks")
+PEAK_FILES = _with_temps(r"\d{8,}\.jpg")
 SEED_CHUNK_FILES = _with_temps(r"[0-9a-f]{12}-\d{10}\.npz")
 STAGED_FILES = re.compile(
     rf"{_KEY}\.(?:mp4|flac|jpg)"  # a clip's media
@@ -77,9 +91,12 @@ def remove_file(path: Path) -> bool:
     return True
 
 
-def clear_folder(folder: Path, files: re.Pattern, dirs: re.Pattern | None = None) -> None:
+def clear_folder(
+    folder: Path, files: re.Pattern, dirs: re.Pattern | None = None, inner: re.Pattern | None = None
+) -> None:
     """Delete the files of ``folder`` named by ``files`` (and, in subfolders named by ``dirs``,
-    those too); a folder left empty goes. Anything else, links included, stays."""
+    those named by ``inner``, else ``files`` too); a folder left empty goes. Anything else,
+    links included, stays."""
     if folder.is_symlink():
         raise OutFolderError(
             f"{folder} is a symbolic link: capmine does not delete through links; "
@@ -91,7 +108,7 @@ def clear_folder(folder: Path, files: re.Pattern, dirs: re.Pattern | None = None
         if entry.is_symlink():
             continue
         if entry.is_dir() and dirs is not None and dirs.fullmatch(entry.name):
-            clear_folder(Path(entry.path), files)
+            clear_folder(Path(entry.path), inner or files)
         elif entry.is_file() and files.fullmatch(entry.name):
             remove_file(Path(entry.path))
     try:
@@ -143,16 +160,16 @@ class RunFolder:
 
     # What an OUT folder holds that capmine wrote for its runs: --overwrite removes these
     # (capmine's files in these folders, these files at the top).
-    RUN_FOLDERS = {"scans": (SCAN_FILES, None), "shards": (SHARD_FILES, None),
-                   "staging": (STAGED_FILES, STAGING_DIRS)}  # fmt: skip
+    RUN_FOLDERS = {"scans": (SCAN_FILES, PEAK_DIRS, PEAK_FILES), "shards": (SHARD_FILES, None, None),
+                   "staging": (STAGED_FILES, STAGING_DIRS, None)}  # fmt: skip
     RUN_FILES = ("plan.json", "runs.json", "report.json", "report.html", "videos.parquet")
 
     def start_over(self) -> None:
         """``--overwrite``: remove what earlier runs wrote (seed embeddings stay: they are
         checked). Only capmine's own files go: a user's file or a link stays."""
         check_subfolders(self.root)  # a link is refused before anything goes
-        for name, (files, dirs) in self.RUN_FOLDERS.items():
-            clear_folder(self.root / name, files, dirs)
+        for name, (files, dirs, inner) in self.RUN_FOLDERS.items():
+            clear_folder(self.root / name, files, dirs, inner)
         names = _with_temps("|".join(re.escape(n) for n in self.RUN_FILES))
         if self.root.is_dir():
             for entry in os.scandir(self.root):
@@ -224,6 +241,47 @@ class RunFolder:
             scan = self.load_scan(video_id)
             if scan is not None and not scan.ok:
                 self.scan_file(video_id).unlink()
+                self.clear_peak_stills(video_id)
+
+    # ------------------------------------------------------------ peak stills
+
+    def peak_dir(self, video_id: str) -> Path:
+        return self.root / "scans" / f"{video_id}.peaks"
+
+    @staticmethod
+    def peak_name(time: float) -> str | None:
+        """The still's file name of a peak at ``time`` seconds (whole milliseconds); None for
+        a time that cannot have one (negative or NaN)."""
+        if not time >= -0.0005:
+            return None
+        return f"{round(time * 1000):08d}.jpg"
+
+    def save_peak_stills(self, video_id: str, frames: dict[float, np.ndarray]) -> int:
+        """Write each frame as the JPEG still of its peak time, replacing the video's
+        earlier stills (a rescan's peaks lie elsewhere); returns how many were written."""
+        folder = self.peak_dir(video_id)
+        self.clear_peak_stills(video_id)
+        named = {self.peak_name(t): f for t, f in frames.items() if self.peak_name(t) is not None}
+        if not named:
+            return 0
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, frame in named.items():
+            buf = io.BytesIO()
+            Image.fromarray(frame).save(buf, format="JPEG", quality=JPEG_QUALITY)
+            atomic_write_bytes(folder / name, buf.getvalue())
+        return len(named)
+
+    def clear_peak_stills(self, video_id: str) -> None:
+        clear_folder(self.peak_dir(video_id), PEAK_FILES)
+
+    def peak_still(self, video_id: str, time: float) -> Path | None:
+        """The still of a candidate's peak at ``time`` (``Candidate.peak_time``), or None
+        when the scan kept none (then the frame must be decoded again)."""
+        name = self.peak_name(time)
+        if name is None:
+            return None
+        path = self.peak_dir(video_id) / name
+        return path if path.is_file() and not path.is_symlink() else None
 
     # ------------------------------------------------------------ ledger and plan
 

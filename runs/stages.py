@@ -83,7 +83,16 @@ def _bytes(megabytes: float | None) -> int | None:
     return None if megabytes is None else int(megabytes * 1_000_000)
 
 
-def _seed_index(root: str) -> SeedIndex:
+def _seed_index(root: str, fingerprint: str) -> SeedIndex:
+    """The run's seed index, loaded once per process while its files stay as they are:
+    every video's scan shares it (and, on a GPU, one copy of the seed matrix there)."""
+    files = [Path(root) / n for n in ("seeds.npy", "seeds.index")]
+    stamp = tuple((p.stat().st_mtime_ns, p.stat().st_size) for p in files if p.exists())
+    return _loaded_index(root, fingerprint, stamp)
+
+
+@functools.lru_cache(maxsize=2)
+def _loaded_index(root: str, fingerprint: str, stamp: tuple) -> SeedIndex:
     return SeedIndex.load(Path(root))
 
 
@@ -123,13 +132,18 @@ def scan_video_into(
     previous = folder.load_scan(video.video_id)
     if previous is not None and previous.settings == settings:
         return previous
+    index = _seed_index(str(folder.root), seeds.fingerprint)
     result = scan_video(
-        video, index=_seed_index(str(folder.root)), embedder=get_embedder(embedder, device, batch_size),
+        video, index=index, embedder=get_embedder(embedder, device, batch_size),
         threshold=threshold, fps=fps, batch_size=batch_size, cache_dir=cache_dir or folder.downloads,
         fetch_timeout=fetch_timeout, max_height=max_height, shot_context=clip_seconds,
         max_bytes=_bytes(max_download_mb), sampler=sampler, hwaccel=hwaccel,
     )  # fmt: skip
     result.settings = settings
+    # the stills before the scan file; a run killed between the two leaves a scan whose
+    # stills are missing, and a missing still is decoded again at cut time
+    folder.save_peak_stills(video.video_id, result.peak_frames if result.ok else {})
+    result.peak_frames = {}
     folder.save_scan(result)
     return result
 
@@ -275,7 +289,7 @@ def _cut_planned(
     )  # fmt: skip
     cut_records(records, work, scans=scans, sources=sources, height=clip_height,
                 workers=cut_workers, mode=cut, keyframe_slack=keyframe_slack,
-                stills=None)  # fmt: skip
+                stills=lambda r: folder.peak_still(r.video_id, r.match_time))  # fmt: skip
     return records
 
 

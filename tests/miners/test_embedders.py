@@ -64,6 +64,10 @@ def test_open_clip_random_weights_shapes_and_unit_rows():
     torch.manual_seed(123)
     again = load_embedder("open_clip:ViT-S-32", device="cpu", batch_size=2)
     np.testing.assert_allclose(again.embed_images(imgs), x, atol=1e-6)
+    # the embedding service's device path: uint8 tensors in, unit rows out, same vectors
+    on_device = e.encode_uint8(torch.from_numpy(imgs))
+    assert isinstance(on_device, torch.Tensor) and on_device.shape == (3, e.dim)
+    np.testing.assert_allclose(on_device.numpy(), x, atol=1e-5)
 
 
 def test_open_clip_loads_a_local_checkpoint(tmp_path):
