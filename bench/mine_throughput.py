@@ -84,7 +84,8 @@ def decode_only(paths: list[Path], args: argparse.Namespace, size: int) -> dict:
     def decode(path: Path) -> int:
         n = 0
         for times, _, _ in iter_frames(path, fps=args.sample_fps, size=size,
-                                       batch_size=args.batch_size, whole=True):  # fmt: skip
+                                       batch_size=args.batch_size, whole=True,
+                                       sampler=args.sampler, hwaccel=args.hwaccel):  # fmt: skip
             n += len(times)
         return n
 
@@ -118,7 +119,8 @@ def full_scan(folder: RunFolder, paths: list[Path], args: argparse.Namespace) ->
     def scan(video: VideoInput):
         return scan_video_into(
             folder, video, embedder=args.embedder, device=args.device, threshold=args.threshold,
-            fps=args.sample_fps, batch_size=args.batch_size,
+            fps=args.sample_fps, batch_size=args.batch_size, sampler=args.sampler,
+            hwaccel=args.hwaccel,
         )  # fmt: skip
 
     t0 = time.perf_counter()
@@ -145,7 +147,8 @@ def fixed_cost(work: Path, seeds: Path, video: Path, args: argparse.Namespace) -
     cmd = [sys.executable, "-m", "flows.cli", "mine", "--seeds", str(seeds), "--videos",
            str(listing), "--out", str(out), "--embedder", args.embedder, "--device", args.device,
            "--threshold", str(args.threshold), "--filters", "none", "--fps", str(args.sample_fps),
-           "--batch-size", str(args.batch_size), "--no-progress"]  # fmt: skip
+           "--batch-size", str(args.batch_size), "--sampler", args.sampler,
+           "--hwaccel", args.hwaccel, "--no-progress"]  # fmt: skip
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=3600)
     wall = time.perf_counter() - t0
@@ -203,11 +206,14 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
         "machine": machine(args.device),
         "setup": {k: getattr(args, k) for k in ("videos", "seconds", "width", "height", "fps",
                   "codec", "embedder", "device", "sample_fps", "batch_size", "scan_workers",
-                  "threshold")},  # fmt: skip
+                  "threshold", "sampler", "hwaccel")},  # fmt: skip
         "decode_only": decoded, "embed_only": embedded, "scan": scanned,
         "ratios": {"scan_vs_decode_only": round(decoded["seconds"] / scanned["seconds"], 3),
                    "scan_vs_embed_only": round(embedded["seconds"] / scanned["seconds"], 3),
-                   "scan_vs_slower_stage": round(slower / scanned["seconds"], 3)},
+                   "scan_vs_slower_stage": round(slower / scanned["seconds"], 3),
+                   # both stages alone, one after the other: on a CPU they share the cores
+                   "scan_vs_stages_in_series": round(
+                       (decoded["seconds"] + embedded["seconds"]) / scanned["seconds"], 3)},
     }  # fmt: skip
     if not args.no_fixed_cost:
         doc["fixed_cost"] = fixed_cost(work, seeds, paths[0], args)
@@ -228,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--scan-workers", type=int, default=2, help="videos scanned at once")
     p.add_argument("--threshold", type=float, default=1.0, help="1.0: nothing matches")
+    p.add_argument("--sampler", default="exact", choices=["exact", "keyframes"])
+    p.add_argument("--hwaccel", default="none", choices=["none", "auto", "cuda"])
     p.add_argument("--no-fixed-cost", action="store_true", help="skip the capmine mine run")
     p.add_argument("--workdir", help="keep the generated files here (default: a temp folder)")
     args = p.parse_args(argv)

@@ -75,6 +75,7 @@ def calibrate_threshold_task(params: MineParams) -> Threshold:
         seed_guards={"max_image_pixels": params.max_image_pixels,
                      "allowed_protocols": params.allowed_protocols,
                      "block_private_addresses": params.block_private_addresses},
+        hwaccel=params.hwaccel,
     )  # fmt: skip
 
 

@@ -61,14 +61,16 @@ def calibrate_threshold(
     fps: float = 1.0,
     seed_workers: int = 16,
     seed_guards: dict | None = None,
+    hwaccel: str = "auto",
 ) -> Threshold:
-    """Estimate the threshold on a sample of this run's own seeds and videos."""
+    """Estimate the threshold on a sample of this run's own seeds and videos
+    (``hwaccel`` decodes their frames as the scans do)."""
     from miners.calibrate import calibrate
 
     est = calibrate(
         seeds, videos, embedder=embedder, device=device, false_match_rate=false_match_rate,
         fps=fps, max_seeds=500, max_videos=20, max_frames_per_video=60, seed_workers=seed_workers,
-        seed_guards=seed_guards,
+        seed_guards=seed_guards, hwaccel=hwaccel,
     )  # fmt: skip
     basis = f"calibrated on {est['n_seeds']} seeds, {est['n_frames']} frames"
     return Threshold.from_dict(est | {"basis": basis})
