@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -16,13 +17,15 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from pydantic import BaseModel, ValidationError
 
-from flows.params import DEFAULT_EMBEDDER, MineParams
+if TYPE_CHECKING:
+    from flows.params import MineParams
+    from flows.runners import ServerStart
 
 # Quiet, offline-friendly defaults for a command-line run; the user's settings win.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -56,7 +59,7 @@ def add_model_options(
 
 def _params(model: type[BaseModel], args: argparse.Namespace, **extra) -> Any:
     values = {k: v for k, v in vars(args).items() if k in model.model_fields and v is not None}
-    if model is MineParams and getattr(args, "workers", None) is not None:
+    if model.__name__ == "MineParams" and getattr(args, "workers", None) is not None:
         values["workers"] = args.workers  # deprecated; MineParams maps it to the two it meant
     values.update(extra)
     try:
@@ -66,7 +69,7 @@ def _params(model: type[BaseModel], args: argparse.Namespace, **extra) -> Any:
 
 
 def cmd_mine(args: argparse.Namespace) -> int:
-    from flows.mine import run_mine
+    from flows.params import MineParams
 
     params = _params(
         MineParams,
@@ -74,9 +77,32 @@ def cmd_mine(args: argparse.Namespace) -> int:
         progress=args.progress if args.progress is not None else sys.stderr.isatty(),
     )
     with _in_out(params.out, "mine"):
+        server = _server_start()
+        from flows.mine import run_mine  # heavy: imported while the server boots
+
+        _preload_embedder(params)
+        server.wait()
         report = run_mine(params)
     print_summary(report, params.out)
     return 0
+
+
+def _server_start() -> ServerStart:
+    """Prefect's temporary server for this run, booting in the background from now on
+    (nothing starts when ``PREFECT_API_URL`` names a server): :class:`flows.runners.ServerStart`."""
+    from flows.runners import ServerStart
+
+    return ServerStart()
+
+
+def _preload_embedder(params: MineParams) -> None:
+    """Load the run's embedder while the server boots. Tasks on the thread pool share this
+    process and its embedder cache (:func:`miners.embedders.get_embedder`); Dask workers
+    load their own, so nothing is loaded here for them."""
+    if params.dask is None:
+        from miners.embedders import get_embedder
+
+        get_embedder(params.embedder, params.device, params.batch_size)
 
 
 def print_summary(report: dict, out: str) -> None:
@@ -94,6 +120,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         # Under torchrun every rank runs this: no Prefect flow per rank, the task's function.
         summary = train_from_params(params)
     else:
+        _server_start().wait()
         summary = train(params)
     print(json.dumps(summary, indent=2, default=str))
     return 0
@@ -102,18 +129,24 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from flows.train import EvalParams, evaluate
 
-    metrics = evaluate(_params(EvalParams, args))
+    params = _params(EvalParams, args)
+    _server_start().wait()
+    metrics = evaluate(params)
     print(json.dumps(metrics, indent=2, default=str))
     return 0
 
 
 def cmd_mine_and_train(args: argparse.Namespace) -> int:
     from flows.mine_and_train import MineAndTrainParams, mine_and_train
+    from flows.params import MineParams
 
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
     mine_params = _params(MineParams, args, progress=progress)
     params = _params(MineAndTrainParams, args, mine=mine_params)
     with _in_out(mine_params.out, "mine"):
+        server = _server_start()
+        _preload_embedder(mine_params)
+        server.wait()
         result = mine_and_train(params)
     print_summary(result["mine"], mine_params.out)
     print(json.dumps({"train": result["train"], "eval": result["eval"]}, indent=2, default=str))
@@ -163,9 +196,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.root, scan_workers=args.scan_workers)
 
 
-def _add_mine(sub) -> None:
-    p = sub.add_parser("mine", help="mine captioned audio+video clip shards",
-                       description="Match seed images against video frames and write clip shards.")  # fmt: skip
+def _mine_options(p: argparse.ArgumentParser) -> None:
+    from flows.params import MineParams
+
+    p.description = "Match seed images against video frames and write clip shards."
     add_model_options(p, MineParams, skip={"progress"})
     _add_mine_extras(p)
     p.set_defaults(func=cmd_mine)
@@ -179,10 +213,9 @@ def _add_mine_extras(p: argparse.ArgumentParser) -> None:
                    help="deprecated: sets both --scan-workers and --cut-workers")  # fmt: skip
 
 
-def _add_filter(sub) -> None:
-    p = sub.add_parser("filter", help="re-filter a finished run with new bounds, without re-cutting",
-                       description="Apply a filter chain to the shards of run OUT and write run --out: "
-                       "stored scores are reused, media copied, nothing re-encoded.")  # fmt: skip
+def _filter_options(p: argparse.ArgumentParser) -> None:
+    p.description = ("Apply a filter chain to the shards of run OUT and write run --out: "
+                     "stored scores are reused, media copied, nothing re-encoded.")  # fmt: skip
     p.add_argument("run", metavar="OUT", help="a finished mining run")
     p.add_argument("--filters", required=True, help="default, none, or a YAML file")
     p.add_argument("--out", required=True, help="the new run folder")
@@ -191,9 +224,10 @@ def _add_filter(sub) -> None:
     p.set_defaults(func=cmd_filter)
 
 
-def _add_calibrate(sub) -> None:
-    p = sub.add_parser("calibrate", help="estimate the match threshold for an embedder",
-                       description="Print a threshold estimated from similarities that cannot be true matches.")  # fmt: skip
+def _calibrate_options(p: argparse.ArgumentParser) -> None:
+    from flows.params import DEFAULT_EMBEDDER
+
+    p.description = "Print a threshold estimated from similarities that cannot be true matches."
     p.add_argument("--seeds", required=True, help="seed images (any seed format)")
     p.add_argument("--videos", required=True, help="videos (any video list format)")
     p.add_argument("--embedder", default=DEFAULT_EMBEDDER,
@@ -209,36 +243,55 @@ def _add_calibrate(sub) -> None:
     p.set_defaults(func=cmd_calibrate)
 
 
-def _add_training(sub) -> None:
-    from flows.mine_and_train import MineAndTrainParams
-    from flows.train import EvalParams, TrainParams
+def _train_options(p: argparse.ArgumentParser) -> None:
+    from flows.train import TrainParams
 
-    p = sub.add_parser("train", help="train audio and video encoders on mined shards",
-                       description="Train audio and video encoders against the frozen CLIP space "
-                       "(ImageBind's recipe). Under torchrun it runs DDP.")  # fmt: skip
+    p.description = ("Train audio and video encoders against the frozen CLIP space "
+                     "(ImageBind's recipe). Under torchrun it runs DDP.")  # fmt: skip
     add_model_options(p, TrainParams)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="retrieval recall and zero-shot accuracy of a checkpoint")
+
+def _eval_options(p: argparse.ArgumentParser) -> None:
+    from flows.train import EvalParams
+
     add_model_options(p, EvalParams)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser(
-        "mine-and-train", help="mine, train on what was mined, evaluate on held-out shards"
-    )
+
+def _mine_and_train_options(p: argparse.ArgumentParser) -> None:
+    from flows.mine_and_train import MineAndTrainParams
+    from flows.params import MineParams
+
     add_model_options(p, MineParams, skip={"progress"})
     add_model_options(p, MineAndTrainParams, skip={"mine"})
     _add_mine_extras(p)
     p.set_defaults(func=cmd_mine_and_train)
 
 
-def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="generate a small planted set, mine it, show what came out")
+def _demo_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", default="demo",
                    help="folder for the generated set and its output (default: demo)")  # fmt: skip
     p.add_argument("--scan-workers", "--workers", type=int, default=2,
                    help="videos scanned at once (default: 2; --workers is its old name)")  # fmt: skip
     p.set_defaults(func=cmd_demo)
+
+
+# A command's one-line help, and what adds its options. Options come from parameter models
+# whose modules import Prefect (train, eval) or numpy and PIL (mine), so only the chosen
+# command's are added: ``capmine --help`` and ``capmine mine --help`` stay quick.
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "mine": ("mine captioned audio+video clip shards", _mine_options),
+    "filter": ("re-filter a finished run with new bounds, without re-cutting", _filter_options),
+    "calibrate": ("estimate the match threshold for an embedder", _calibrate_options),
+    "train": ("train audio and video encoders on mined shards", _train_options),
+    "eval": ("retrieval recall and zero-shot accuracy of a checkpoint", _eval_options),
+    "mine-and-train": (
+        "mine, train on what was mined, evaluate on held-out shards",
+        _mine_and_train_options,
+    ),  # fmt: skip
+    "demo": ("generate a small planted set, mine it, show what came out", _demo_options),
+}
 
 
 # ---------------------------------------------------------------- the terminal
@@ -394,18 +447,36 @@ def _error(e: BaseException, verbose: bool) -> int:
     return 2 if expected else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser, with the options of the command ``argv`` names only (a command named by
+    none needs none: ``capmine --help`` prints each command's one-line help)."""
+    chosen = _chosen_command(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="capmine", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_mine, _add_filter, _add_calibrate, _add_training, _add_demo):
-        add(sub)
+    for name, (helptext, add_options) in COMMANDS.items():
+        p = sub.add_parser(name, help=helptext, description=helptext)
+        if name == chosen:
+            add_options(p)
     return parser
+
+
+def _chosen_command(argv: list[str]) -> str | None:
+    """The command ``argv`` names: its first word that is not an option (the top-level
+    options take no value)."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     """The command line; ``argv`` given (a call from Python) leaves signals to the caller."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
+    # Prefect's log handlers are set up (on the root logger) before ours, so the terminal
+    # reads the same whichever command runs; imported here, after parsing, as --help needs none.
+    import prefect.main  # noqa: F401
+
     for noisy in ("httpx", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -430,6 +501,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for handler in quiet:
             handler.removeFilter(_TERMINAL)
+        if standalone:
+            # The process ends next: spare it the interpreter's last garbage collection over
+            # every module (seconds once torch and Prefect are loaded). Objects stay alive to
+            # the end; atexit handlers (log flushing, the temporary server's stop) still run.
+            gc.freeze()
 
 
 if __name__ == "__main__":

@@ -17,22 +17,24 @@ needs before it runs a task (see DESIGN.md, "Runtime components"):
   (LocalCluster) and from :class:`WorkerSetup` before its first task, which
   also sets torch's and faiss's counts explicitly (:func:`set_threads`).
 
-This module imports neither prefect nor torch at import time: Dask workers
-unpickle :class:`WorkerSetup` from here, and that must not fix Prefect's
-settings before ``PREFECT_API_URL`` is in the environment.
+This module imports neither prefect, torch nor Dask at import time: a run on
+threads needs none of Dask, and Dask workers unpickle :class:`WorkerSetup`
+(in :mod:`flows.workers`, which uses :func:`set_threads` from here), and that
+must not fix Prefect's settings before ``PREFECT_API_URL`` is in the environment.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from distributed.diagnostics.plugin import WorkerPlugin
-
 if TYPE_CHECKING:
+    from distributed.diagnostics.plugin import WorkerPlugin
     from prefect.task_runners import TaskRunner
 
     from flows.params import MineParams
@@ -72,22 +74,6 @@ def set_threads(n: int) -> None:
     faiss.omp_set_num_threads(n)
 
 
-class WorkerSetup(WorkerPlugin):
-    """Dask worker plugin: Prefect's API URL and the thread counts, before any task runs."""
-
-    name = "capmine-setup"
-
-    def __init__(self, threads: int, api_url: str | None):
-        self.threads, self.api_url = threads, api_url
-
-    def setup(self, worker) -> None:
-        if self.api_url:
-            # a worker that already imported prefect keeps its settings; tasks still
-            # get the URL through their serialised settings context
-            os.environ.setdefault("PREFECT_API_URL", self.api_url)
-        set_threads(self.threads)
-
-
 def prefect_api_url() -> str | None:
     """The API URL this process's flows report to; starts the ephemeral server if that is the mode.
 
@@ -101,13 +87,62 @@ def prefect_api_url() -> str | None:
     settings = get_current_settings()
     if settings.api.url:
         return str(settings.api.url)
-    if not settings.server.ephemeral.enabled:
+    server = _temporary_server()
+    if server is None:
+        return None
+    server.start()
+    return server.api_url
+
+
+def _temporary_server():
+    """This process's temporary Prefect server (``SubprocessASGIServer``, one per process),
+    or None when its flows report to ``PREFECT_API_URL`` or ephemeral mode is off."""
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    if settings.api.url or not settings.server.ephemeral.enabled:
         return None
     from prefect.server.api.server import SubprocessASGIServer
 
-    server = SubprocessASGIServer()
-    server.start()
-    return server.api_url
+    return SubprocessASGIServer()
+
+
+class ServerStart:
+    """The temporary Prefect server booting in the background while the caller does other
+    work (imports, loading the embedder); :meth:`wait` before the first flow runs.
+
+    The server's process boots on its own (10-20 s on two loaded cores, most of a small
+    run's fixed cost), so the caller's work overlaps it instead of following it. Prefect
+    starts the same instance itself on a flow's first API call, so this only moves the
+    start earlier: a start that failed here is started, and reported, by the flow again.
+    With ``PREFECT_API_URL`` set nothing starts.
+    """
+
+    def __init__(self) -> None:
+        self.server = _temporary_server()
+        self.error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if self.server is not None and not self.server.running:
+            context = (
+                contextvars.copy_context()
+            )  # the caller's Prefect settings, not a bare thread's
+            self._thread = threading.Thread(target=context.run, args=(self._start,), daemon=True,
+                                            name="capmine-prefect-server")  # fmt: skip
+            self._thread.start()
+
+    def _start(self) -> None:
+        try:
+            self.server.start()
+        except BaseException as e:  # the flow's own start raises it where it counts
+            self.error = e
+
+    def wait(self) -> None:
+        """Block until the server answers (or its start failed: then the flow retries it)."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+            if self.error is not None:
+                log.warning("temporary Prefect server did not start early: %s", self.error)
 
 
 @contextlib.contextmanager
@@ -126,6 +161,8 @@ def task_runner_for(params: MineParams) -> Iterator[TaskRunner]:
         yield ThreadPoolTaskRunner(max_workers=params.scan_workers)
         return
     from prefect_dask import DaskTaskRunner
+
+    from flows.workers import WorkerSetup
 
     api_url = prefect_api_url()
     with contextlib.ExitStack() as stack:
@@ -160,7 +197,7 @@ def _local_cluster(n: int, threads: int, api_url: str | None) -> Iterator[str]:
         yield cluster.scheduler_address
 
 
-def _register_setup(address: str, plugin: WorkerSetup) -> None:
+def _register_setup(address: str, plugin: WorkerPlugin) -> None:
     """Install ``plugin`` on the scheduler: every worker, present and future, runs its setup."""
     from distributed import Client
 
