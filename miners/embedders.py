@@ -13,6 +13,7 @@ that for videos, :mod:`media.images` for seed pictures), as uint8 RGB.
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import importlib
@@ -262,18 +263,36 @@ def load_embedder(spec: str, *, device: str = "auto", batch_size: int = 64) -> E
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_embedder(spec: str, device: str, batch_size: int) -> Embedder:
-    return load_embedder(spec, device=device, batch_size=batch_size)
+def _cached_embedder(spec: str, device: str) -> Embedder:
+    return load_embedder(spec, device=device)
 
 
 _cache_lock = threading.Lock()
 
 
 def get_embedder(spec: str, device: str = "auto", batch_size: int = 64) -> Embedder:
-    """One embedder per process, spec, device and batch size: a model loads once, not once
-    per video or task (the mining stages, the filters and the trainer all ask here)."""
+    """One model per process, spec and device: it loads once, not once per video, task or
+    batch size (the mining stages, the filters and the trainer all ask here).
+
+    ``auto`` is resolved first, so ``auto`` and the device it means share one load. An
+    embedder with a ``batch_size`` of its own comes back as a shallow copy at the
+    asked-for size, sharing the model.
+    """
+    if parse_spec(spec)[0] == "open_clip":
+        device = resolve_device(device)
     with _cache_lock:
-        return _cached_embedder(spec, device, batch_size)
+        return _sized_embedder(spec, device, batch_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _sized_embedder(spec: str, device: str, batch_size: int) -> Embedder:
+    """The same object for the same size, so what keys on it (the embedding service) is shared."""
+    embedder = _cached_embedder(spec, device)
+    if getattr(embedder, "batch_size", batch_size) == batch_size:
+        return embedder
+    sized = copy.copy(embedder)
+    sized.batch_size = batch_size
+    return sized
 
 
 def fingerprint(spec: str, embedder: Embedder) -> str:

@@ -73,6 +73,7 @@ def test_a_run_loads_its_embedder_once(tiny, tmp_path, prefect_harness):
     from flows.cli import main
 
     embedders._cached_embedder.cache_clear()
+    embedders._sized_embedder.cache_clear()
     LOADS.clear()
     assert main(_mine_argv(tiny, tmp_path / "out", "--embedder", COUNTED)) == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
@@ -80,12 +81,11 @@ def test_a_run_loads_its_embedder_once(tiny, tmp_path, prefect_harness):
     assert len(LOADS) == 1
 
 
-@pytest.mark.xfail(reason="seeds and calibration ask get_embedder for batch size 64, the scan "
-                   "for --batch-size: two cache keys, two loads", strict=False)  # fmt: skip
 def test_a_run_with_another_batch_size_still_loads_once(tiny, tmp_path, prefect_harness):
     from flows.cli import main
 
     embedders._cached_embedder.cache_clear()
+    embedders._sized_embedder.cache_clear()
     LOADS.clear()
     argv = _mine_argv(tiny, tmp_path / "out", "--embedder", COUNTED, "--batch-size", "8")
     assert main([*argv, "--threshold", "0.6"]) == 0

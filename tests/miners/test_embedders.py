@@ -102,3 +102,14 @@ def test_device_cuda_without_gpu_is_a_config_error():
 
 def not_an_embedder():
     return object()
+
+
+def test_one_model_per_spec_and_device_whatever_the_batch_size():
+    from miners.embedders import get_embedder
+
+    a = get_embedder("open_clip:ViT-S-32", "cpu", 8)
+    b = get_embedder("open_clip:ViT-S-32", "auto", 8)  # auto means cpu here: the same load
+    c = get_embedder("open_clip:ViT-S-32", "cpu", 16)
+    assert a is b and a.batch_size == 8 and c.batch_size == 16
+    assert c is not a and c.model is a.model  # another size shares the model
+    assert get_embedder("open_clip:ViT-S-32", "cpu", 16) is c  # and is the same object again
