@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flows.runners import default_threads
 from media.ffmpeg import FFMPEG, run
 from miners.embedders import get_embedder, resolve_device
 from miners.frames import iter_frames
@@ -85,7 +86,8 @@ def decode_only(paths: list[Path], args: argparse.Namespace, size: int) -> dict:
         n = 0
         for times, _, _ in iter_frames(path, fps=args.sample_fps, size=size,
                                        batch_size=args.batch_size, whole=True,
-                                       sampler=args.sampler, hwaccel=args.hwaccel):  # fmt: skip
+                                       sampler=args.sampler, hwaccel=args.hwaccel,
+                                       threads=args.decode_threads):  # fmt: skip
             n += len(times)
         return n
 
@@ -120,7 +122,7 @@ def full_scan(folder: RunFolder, paths: list[Path], args: argparse.Namespace) ->
         return scan_video_into(
             folder, video, embedder=args.embedder, device=args.device, threshold=args.threshold,
             fps=args.sample_fps, batch_size=args.batch_size, sampler=args.sampler,
-            hwaccel=args.hwaccel,
+            hwaccel=args.hwaccel, decode_threads=args.decode_threads,
         )  # fmt: skip
 
     t0 = time.perf_counter()
@@ -189,6 +191,8 @@ def rate(amount: float, seconds: float) -> float:
 
 def measure(args: argparse.Namespace, work: Path) -> dict:
     args.device = resolve_device(args.device)
+    if args.decode_threads is None:
+        args.decode_threads = default_threads(args.scan_workers)
     paths = make_videos(work, args)
     seeds = make_seeds(work)
     folder = RunFolder(work / "out")
@@ -206,7 +210,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
         "machine": machine(args.device),
         "setup": {k: getattr(args, k) for k in ("videos", "seconds", "width", "height", "fps",
                   "codec", "embedder", "device", "sample_fps", "batch_size", "scan_workers",
-                  "threshold", "sampler", "hwaccel")},  # fmt: skip
+                  "threshold", "sampler", "hwaccel", "decode_threads")},  # fmt: skip
         "decode_only": decoded, "embed_only": embedded, "scan": scanned,
         "ratios": {"scan_vs_decode_only": round(decoded["seconds"] / scanned["seconds"], 3),
                    "scan_vs_embed_only": round(embedded["seconds"] / scanned["seconds"], 3),
@@ -236,6 +240,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threshold", type=float, default=1.0, help="1.0: nothing matches")
     p.add_argument("--sampler", default="exact", choices=["exact", "keyframes"])
     p.add_argument("--hwaccel", default="none", choices=["none", "auto", "cuda"])
+    p.add_argument(
+        "--decode-threads",
+        type=int,
+        default=None,
+        help="ffmpeg decoder threads a video (default: cores / scan workers, as a run)",
+    )
     p.add_argument("--no-fixed-cost", action="store_true", help="skip the capmine mine run")
     p.add_argument("--workdir", help="keep the generated files here (default: a temp folder)")
     args = p.parse_args(argv)

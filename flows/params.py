@@ -61,10 +61,10 @@ class MineParams(BaseModel):
     )
     device: str = Field("auto", description="auto (CUDA when present), cpu, or cuda[:N]")
     batch_size: int = Field(64, ge=1, description="Frames per embedding batch")
-    scan_workers: int = Field(
-        2,
+    scan_workers: int | None = Field(
+        None,
         ge=1,
-        description="Videos scanned at once (the task runner's threads; on Dask, its workers)",
+        description="Videos scanned at once (the task runner's threads; on Dask, its workers); default: one a core, at least 2, so every core decodes for the embedder",
     )
     cut_workers: int = Field(
         2, ge=1, description="Clips of one shard cut at once (ffmpeg processes)"
@@ -154,6 +154,11 @@ class MineParams(BaseModel):
         ge=1,
         description="torch and faiss threads per worker process (default: cores / workers)",
     )
+    decode_threads: int | None = Field(
+        None,
+        ge=1,
+        description="ffmpeg decoder threads per scanned video (default: --threads, else cores / scan_workers)",
+    )
     overwrite: bool = Field(
         False,
         description="Start over: remove earlier runs' scans, shards and ledger in OUT (default: mine only new videos)",
@@ -174,6 +179,14 @@ class MineParams(BaseModel):
                 data.setdefault("scan_workers", workers)
                 data.setdefault("cut_workers", workers)
         return data
+
+    @model_validator(mode="after")
+    def _scan_workers_default(self) -> MineParams:
+        if self.scan_workers is None:
+            from flows.runners import default_threads
+
+            self.scan_workers = max(2, default_threads(1))  # the cores this process may use
+        return self
 
     @field_validator("allowed_protocols", mode="before")
     @classmethod

@@ -95,6 +95,7 @@ def scan_video(
     max_bytes: int | None = 2_000_000_000,
     sampler: str = "exact",
     hwaccel: str = "none",
+    decode_threads: int = 0,
 ) -> ScanResult:
     """Fetch ``video``, sample and embed its frames at ``fps``, find its seed candidates,
     and the shot holding each candidate's peak.
@@ -107,8 +108,9 @@ def scan_video(
     ``fetch_timeout`` bounds each download attempt as a whole (seconds), and
     ``max_bytes`` its size, both while it runs (:func:`miners.fetch.fetch_video`).
 
-    ``sampler`` and ``hwaccel`` choose how frames are decoded
-    (:func:`miners.frames.iter_frames`).
+    ``sampler`` and ``hwaccel`` choose how frames are decoded, and
+    ``decode_threads`` how many threads ffmpeg's decoder takes (0: ffmpeg
+    decides; see :func:`miners.frames.iter_frames`).
 
     A download that matched nothing is deleted at once (there is nothing to
     cut from it); one that matched is kept for cutting.
@@ -132,7 +134,7 @@ def scan_video(
         result.local_path, result.downloaded = str(fetched.path), fetched.downloaded
         _describe(result, fetched)
         _match_frames(result, fetched.path, index, embedder, threshold, fps, batch_size,
-                      sampler=sampler, hwaccel=hwaccel)  # fmt: skip
+                      sampler=sampler, hwaccel=hwaccel, threads=decode_threads)  # fmt: skip
         result.timings["decode"] = time.monotonic() - t0 - result.timings["fetch"]
         result.timings["decode"] -= result.timings["embed"]
         ts = time.monotonic()
@@ -175,6 +177,7 @@ def _match_frames(
     *,
     sampler: str = "exact",
     hwaccel: str = "none",
+    threads: int = 0,
 ) -> None:
     """Sample every frame batch and hand it to the process's embedding service
     (:mod:`miners.embedservice`), keeping on decoding while up to ``IN_FLIGHT``
@@ -193,6 +196,7 @@ def _match_frames(
             whole=True,
             sampler=sampler,
             hwaccel=hwaccel,
+            threads=threads,
         ):
             pending.append((len(times), wholes, service.submit(frames, index, threshold)))
             times.extend(batch_times.tolist())

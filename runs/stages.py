@@ -114,6 +114,7 @@ def scan_video_into(
     max_download_mb: float | None = 2000.0,
     sampler: str = "exact",
     hwaccel: str = "none",
+    decode_threads: int = 0,
 ) -> ScanResult:
     """Scan one video against the run's seed index and keep the result in ``OUT/scans/``.
 
@@ -140,6 +141,7 @@ def scan_video_into(
         threshold=threshold, fps=fps, batch_size=batch_size, cache_dir=cache_dir or folder.downloads,
         fetch_timeout=fetch_timeout, max_height=max_height, shot_context=clip_seconds,
         max_bytes=_bytes(max_download_mb), sampler=sampler, hwaccel=hwaccel,
+        decode_threads=decode_threads,
     )  # fmt: skip
     result.settings = settings
     # the stills before the scan file; a run killed between the two leaves a scan whose
