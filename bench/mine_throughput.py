@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flows.runners import default_threads
+from flows.threads import default_threads
 from media.ffmpeg import FFMPEG, run
 from miners.embedders import get_embedder, resolve_device
 from miners.frames import iter_frames

@@ -83,7 +83,7 @@ def _decode_threads(params: MineParams) -> int:
     """ffmpeg's decoder threads per scanned video: ``--decode-threads``, else ``--threads``,
     else the cores shared by the videos scanned at once. ffmpeg's own choice (a thread
     a core for each decoder) costs a sixth more CPU once decoders share the cores."""
-    from flows.runners import default_threads
+    from flows.threads import default_threads
 
     return params.decode_threads or params.threads or default_threads(params.scan_workers)
 

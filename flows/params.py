@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from flows.threads import default_threads
 from media.images import DEFAULT_MAX_PIXELS
 from miners.embedders import parse_spec
 from miners.remote import DEFAULT_PROTOCOLS
@@ -183,9 +184,7 @@ class MineParams(BaseModel):
     @model_validator(mode="after")
     def _scan_workers_default(self) -> MineParams:
         if self.scan_workers is None:
-            from flows.runners import default_threads
-
-            self.scan_workers = max(2, default_threads(1))  # the cores this process may use
+            self.scan_workers = max(2, default_threads(1))  # a video a core
         return self
 
     @field_validator("allowed_protocols", mode="before")

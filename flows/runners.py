@@ -19,7 +19,7 @@ needs before it runs a task (see DESIGN.md, "Runtime components"):
 
 This module imports neither prefect, torch nor Dask at import time: a run on
 threads needs none of Dask, and Dask workers unpickle :class:`WorkerSetup`
-(in :mod:`flows.workers`, which uses :func:`set_threads` from here), and that
+(in :mod:`flows.workers`, which uses :func:`flows.threads.set_threads`), and that
 must not fix Prefect's settings before ``PREFECT_API_URL`` is in the environment.
 """
 
@@ -28,10 +28,11 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-import os
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
+
+from flows.threads import default_threads, set_threads
 
 if TYPE_CHECKING:
     from distributed.diagnostics.plugin import WorkerPlugin
@@ -47,31 +48,6 @@ DEFAULT_LOCAL_WORKERS = 2
 def local_workers(spec: str) -> int:
     """N of ``local`` (2) or ``local:N``."""
     return int(spec.split(":", 1)[1]) if ":" in spec else DEFAULT_LOCAL_WORKERS
-
-
-def default_threads(n_workers: int, cores: int | None = None) -> int:
-    """Cores shared evenly by the worker processes of one machine, at least one each."""
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // max(1, n_workers))
-
-
-def set_threads(n: int) -> None:
-    """Give torch and faiss ``n`` threads in this process.
-
-    The OpenMP variables are set first: an OpenMP runtime loaded after this
-    (torch and faiss bring their own) takes them as the default of every
-    thread, including the threads Dask runs tasks in; one already loaded keeps
-    its per-thread count, so the explicit calls follow (torch's count is
-    process-wide, faiss's holds for this thread).
-    """
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(n)
-    import faiss
-    import torch
-
-    torch.set_num_threads(n)
-    faiss.omp_set_num_threads(n)
 
 
 def prefect_api_url() -> str | None:

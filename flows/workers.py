@@ -7,7 +7,7 @@ import os
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from flows.runners import set_threads
+from flows.threads import set_threads
 
 
 class WorkerSetup(WorkerPlugin):

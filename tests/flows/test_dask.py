@@ -154,7 +154,7 @@ def test_existing_scheduler_by_address(dataset, plain):
     from distributed import LocalCluster
 
     from flows.mine import run_mine
-    from flows.runners import default_threads
+    from flows.threads import default_threads
 
     with LocalCluster(
         n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1", dashboard_address=None
@@ -173,7 +173,8 @@ def test_existing_scheduler_by_address(dataset, plain):
 
 
 def test_dask_spec_parsing():
-    from flows.runners import default_threads, local_workers
+    from flows.runners import local_workers
+    from flows.threads import default_threads
 
     assert local_workers("local") == 2 and local_workers("local:3") == 3
     assert default_threads(2, cores=16) == 8 and default_threads(4, cores=2) == 1
