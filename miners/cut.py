@@ -541,12 +541,18 @@ def _copy_batch(
     exts = ("mp4", "flac", "jpg") if source.has_audio else ("mp4", "jpg")
     finals = [{ext: Path(out_dir) / f"{r.key}.{ext}" for ext in exts} for r, _ in copies]
     temps = [_temps(final) for final in finals]
+    first: dict[CopyPlan, int] = {}  # a window copied twice is written once, then copied
     outputs = []
-    for (_, plan), temp in zip(copies, temps, strict=True):
-        outputs += _copy_outputs(src, plan, streams, temp["mp4"], temp.get("flac"))
+    for i, ((_, plan), temp) in enumerate(zip(copies, temps, strict=True)):
+        if first.setdefault(plan, i) == i:
+            outputs += _copy_outputs(src, plan, streams, temp["mp4"], temp.get("flac"))
     try:
         _run_outputs(outputs, f"{src}: {len(copies)} clips copied", CUT_TIMEOUT)
-    except MediaError as e:
+        for (_, plan), temp in zip(copies, temps, strict=True):
+            for ext in ("mp4", "flac"):
+                if ext in temp and temps[first[plan]][ext] != temp[ext]:
+                    shutil.copyfile(temps[first[plan]][ext], temp[ext])
+    except (MediaError, OSError, ValueError) as e:  # ValueError: ffmpeg-python's own refusal
         log.info("%s; cutting them one by one", e)
         for temp in temps:
             _discard(temp.values())

@@ -475,3 +475,19 @@ def test_a_failed_batch_falls_back_to_one_by_one(
     assert _painted(Path(records[0].mp4))[0] == 20 and _painted(Path(records[2].mp4))[0] == 120
     left = sorted(p.name for p in tmp_path.iterdir() if p.is_file())
     assert left == ["a.flac", "a.jpg", "a.mp4", "c.flac", "c.jpg", "c.mp4"]
+
+
+def test_a_window_copied_twice_in_a_batch(
+    src: Path, tmp_path: Path, spy: dict[str, list[int]]
+) -> None:
+    """Two clips whose copies are the same packets: written once, both published."""
+    records = [_window("a", 6.1, 7.0), _window("b", 5.9, 7.0), _window("c", 12.0, 13.0)]
+    cut_records(records, tmp_path, scans={"v": _scan_of(src, "v")},
+                sources=SourceCache(tmp_path / "c"), mode="keyframe", workers=1)  # fmt: skip
+    assert [(r.status, r.start, r.end) for r in records] == [
+        (STATUS_OK, 6.0, 10.0), (STATUS_OK, 6.0, 10.0), (STATUS_OK, 12.0, 16.0),
+    ]  # fmt: skip
+    assert spy["runs"] == [4]
+    for ext in ("mp4", "flac"):
+        assert (tmp_path / f"a.{ext}").read_bytes() == (tmp_path / f"b.{ext}").read_bytes()
+    assert _painted(Path(records[1].mp4))[:2] == [60, 61]
