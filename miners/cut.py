@@ -19,6 +19,11 @@ Three ways to cut (``mode``):
 
 Audio is always re-encoded (AAC in the mp4, flac beside it) in the same
 ffmpeg run as the video, trimmed to the same instants, so the two stay in sync.
+
+:func:`cut_records` copies the clips of one video together: one ffprobe run
+lists the packets around all their windows, and one ffmpeg run (up to
+``BATCH_CLIPS`` clips) writes every copy, each from inputs of its own, so each
+comes out as a copy alone would; if that run fails, its clips are cut one by one.
 """
 
 from __future__ import annotations
@@ -435,6 +440,8 @@ def cut_records(
     gets the key frame's start and its true end. Unless ``mode`` is ``exact``
     each record says how it was cut (``record.cut``). ``stills(record)`` gives
     the JPEG the scan kept of a record's matched frame, or None to decode one.
+    Copies are made a video at a time (module docstring); re-encoded clips, and
+    the clips of a video that could not be looked up, are cut one by one.
     """
     if mode not in MODES:
         raise ValueError(f"cut mode must be one of {', '.join(MODES)}, not {mode!r}")
