@@ -65,13 +65,37 @@ def probe_with_packets(
     """:func:`media.probe.probe_streams` and :func:`video_packets` over ``[lo, hi]``
     (video seconds) from one ffprobe run (each run costs tens of milliseconds of
     start-up, as much as listing the packets)."""
-    entries = ["-show_entries", _PACKETS, "-read_intervals", _interval(lo - START_ALLOWANCE,
-               hi + START_ALLOWANCE, 0.0)]  # fmt: skip
+    return probe_with_packets_over(path, [(lo, hi)], timeout=timeout)
+
+
+def probe_with_packets_over(
+    path: str | Path,
+    spans: list[tuple[float, float]],
+    *,
+    timeout: float = PACKETS_TIMEOUT,
+) -> tuple[ProbeInfo, Streams, PacketList]:
+    """:func:`probe_with_packets` over several ``(lo, hi)`` spans at once (the
+    windows of every clip of one video): one ffprobe run lists the packets of
+    each span (overlapping spans merged), in decode order, and however long the
+    video is, it reads only the spans."""
+    merged = merge_spans([(lo - START_ALLOWANCE, hi + START_ALLOWANCE) for lo, hi in spans])
+    entries = ["-show_entries", _PACKETS, "-read_intervals", _intervals(merged, 0.0)]
     data = probe_data(path, timeout=timeout, also=entries)
     info, streams = describe(path, data)
     if abs(streams.video_start) > START_ALLOWANCE:
-        return info, streams, video_packets(path, streams, lo, hi, timeout=timeout)
+        return info, streams, video_packets_over(path, streams, spans, timeout=timeout)
     return info, streams, _listing(path, data, streams)
+
+
+def merge_spans(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """``spans`` sorted, the overlapping ones joined: a packet is listed once."""
+    merged: list[tuple[float, float]] = []
+    for lo, hi in sorted(spans):
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
 
 
 def video_packets(
@@ -89,8 +113,19 @@ def video_packets(
     until ``hi``; nothing is decoded. Raises :class:`MediaError` naming ``path``
     when ffprobe fails or says nothing usable.
     """
+    return video_packets_over(path, streams, [(lo, hi)], timeout=timeout)
+
+
+def video_packets_over(
+    path: str | Path,
+    streams: Streams,
+    spans: list[tuple[float, float]],
+    *,
+    timeout: float = PACKETS_TIMEOUT,
+) -> PacketList:
+    """:func:`video_packets` over several spans, in one ffprobe run."""
     cmd = [FFPROBE, "-v", "error", "-select_streams", str(streams.video_index),
-           "-read_intervals", _interval(lo, hi, streams.video_start),
+           "-read_intervals", _intervals(merge_spans(spans), streams.video_start),
            "-show_entries", _ENTRIES, "-of", "json", file_arg(path)]  # fmt: skip
     out = run(cmd, what=path, timeout=timeout)
     try:
@@ -104,9 +139,9 @@ _PACKETS = "packet=stream_index,pts,dts,duration,flags"
 _ENTRIES = f"{_PACKETS}:stream=index,time_base,codec_name,pix_fmt"  # alone; -show_streams has all
 
 
-def _interval(lo: float, hi: float, video_start: float) -> str:
-    """ffprobe's ``-read_intervals`` for video seconds ``[lo, hi]`` (it counts source time)."""
-    return f"{video_start + max(lo, 0.0):.6f}%{video_start + hi:.6f}"
+def _intervals(spans: list[tuple[float, float]], video_start: float) -> str:
+    """ffprobe's ``-read_intervals`` for video seconds ``spans`` (it counts source time)."""
+    return ",".join(f"{video_start + max(lo, 0.0):.6f}%{video_start + hi:.6f}" for lo, hi in spans)
 
 
 def _listing(path: str | Path, data: dict[str, Any], streams: Streams) -> PacketList:

@@ -19,6 +19,11 @@ Three ways to cut (``mode``):
 
 Audio is always re-encoded (AAC in the mp4, flac beside it) in the same
 ffmpeg run as the video, trimmed to the same instants, so the two stay in sync.
+
+:func:`cut_records` copies the clips of one video together: one ffprobe run
+lists the packets around all their windows, and one ffmpeg run (up to
+``BATCH_CLIPS`` clips) writes every copy, each from inputs of its own, so each
+comes out as a copy alone would; if that run fails, its clips are cut one by one.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import secrets
 import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import ffmpeg
@@ -41,7 +46,15 @@ from PIL import Image
 from media.audio import AUDIO_RATE
 from media.ffmpeg import FFMPEG, MediaError, file_arg, run
 from media.images import fit_short_side
-from media.keyframes import EPS, CopyPlan, CopyRefused, PacketList, plan_copy, probe_with_packets
+from media.keyframes import (
+    EPS,
+    CopyPlan,
+    CopyRefused,
+    PacketList,
+    plan_copy,
+    probe_with_packets,
+    probe_with_packets_over,
+)
 from media.probe import ProbeInfo, Streams, probe_streams
 from miners.fetch import FetchError, SourceCache
 from miners.frames import SEEK_SLACK, frame_at
@@ -59,6 +72,8 @@ COPY_PIX_FMTS = {"yuv420p", "yuvj420p"}
 # Demuxers whose index seeks straight to a key frame: a copy starts exactly there.
 COPY_FORMATS = {"mov", "mp4", "matroska"}
 READ_MARGIN = 1.0  # seconds of packets listed past the window: B-frames reorder within it
+BATCH_CLIPS = 16  # copies one ffmpeg run makes at most: bounds its command and open files
+CUT_TIMEOUT = 300.0  # seconds one ffmpeg run of a cut may take
 
 
 @dataclass
@@ -110,8 +125,7 @@ def cut_clip(
     final = {ext: out_dir / f"{key}.{ext}" for ext in ("mp4", "flac", "jpg")}
     if not has_audio:
         del final["flac"]
-    token = secrets.token_hex(4)
-    temp = {ext: out_dir / f".{key}.{ext}.{token}.part" for ext in final}
+    temp = _temps(final)
     try:
         if plan is not None:
             _copy(src, plan, streams, temp["mp4"], temp.get("flac"), timeout)
@@ -125,8 +139,7 @@ def cut_clip(
         for ext, path in temp.items():
             os.replace(path, final[ext])
     finally:
-        for path in temp.values():
-            path.unlink(missing_ok=True)
+        _discard(temp.values())
     if plan is not None:
         start, end = plan.start, plan.end
     log.debug("cut %s [%.3f, %.3f) -> %s", src, start, end, final["mp4"])
@@ -139,6 +152,21 @@ def cut_clip(
         end=end,
         cut=CUT_EXACT if plan is None else CUT_KEYFRAME,
     )
+
+
+def _temps(final: dict[str, Path]) -> dict[str, Path]:
+    """A temporary name beside each final one; ffmpeg writes there, a rename publishes."""
+    token = secrets.token_hex(4)
+    return {ext: path.with_name(f".{path.name}.{token}.part") for ext, path in final.items()}
+
+
+def _discard(paths) -> None:
+    """Remove what a failed cut started; what cannot be removed does not hide its error."""
+    for path in paths:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as e:
+            log.warning("could not remove %s: %s", path, e)
 
 
 def _check_args(key: str, start: float, end: float, mode: str) -> None:
@@ -222,13 +250,27 @@ def _copy(
     timeout: float,
 ) -> None:
     """One ffmpeg run copies the video packets of ``plan`` and re-encodes the audio
-    of the same instants into the mp4 and the flac.
+    of the same instants into the mp4 and the flac (:func:`_copy_outputs`)."""
+    outputs = _copy_outputs(src, plan, streams, mp4, flac)
+    _run_outputs(outputs, f"{src} [{plan.start:.3f}, {plan.end:.3f}) copied", timeout)
+
+
+def _copy_outputs(
+    src: str | Path,
+    plan: CopyPlan,
+    streams: Streams,
+    mp4: Path,
+    flac: Path | None,
+) -> list[ffmpeg.nodes.OutputStream]:
+    """The mp4 (and flac) outputs of a copy of ``plan``, from inputs of their own.
 
     Both inputs (the same file, opened twice) seek to the key frame, so ffmpeg
     counts time from it for both and the video starts at 0. The video input's
     ``-t`` is a decode-time limit (what ffmpeg applies to copied packets) that
     keeps exactly the planned packets; ``atrim`` ends the audio at the instant
     the last copied frame ends. (``-frames:v`` would end the audio with the video.)
+    Input options belong to their input, so the outputs of several copies can
+    share one ffmpeg run and each comes out as it would alone.
     """
     seek = f"{streams.source_time(plan.start) - streams.container_start:.6f}"
     video = ffmpeg.input(file_arg(src), ss=seek, t=f"{plan.video_seconds:.6f}")[
@@ -236,23 +278,25 @@ def _copy(
     ]
     video_args = {"vcodec": "copy", "movflags": "+faststart", "format": "mp4"}
     if flac is None:
-        outputs = [ffmpeg.output(video, file_arg(mp4), **video_args)]
-    else:
-        audio = (
-            ffmpeg.input(file_arg(src), ss=seek)[str(streams.audio_index)]
-            .filter("atrim", start="0", end=f"{plan.end - plan.start:.6f}")
-            .filter_multi_output("asplit", 2)
-        )
-        outputs = [
-            ffmpeg.output(video, audio[0], file_arg(mp4), **video_args, **_aac_args(streams)),
-            ffmpeg.output(audio[1], file_arg(flac), **_FLAC_ARGS),
-        ]
+        return [ffmpeg.output(video, file_arg(mp4), **video_args)]
+    audio = (
+        ffmpeg.input(file_arg(src), ss=seek)[str(streams.audio_index)]
+        .filter("atrim", start="0", end=f"{plan.end - plan.start:.6f}")
+        .filter_multi_output("asplit", 2)
+    )
+    return [
+        ffmpeg.output(video, audio[0], file_arg(mp4), **video_args, **_aac_args(streams)),
+        ffmpeg.output(audio[1], file_arg(flac), **_FLAC_ARGS),
+    ]
+
+
+def _run_outputs(outputs: list[ffmpeg.nodes.OutputStream], what: str, timeout: float) -> None:
     cmd = (
         ffmpeg.merge_outputs(*outputs)
         .global_args("-nostdin", "-hide_banner", "-loglevel", "error", "-y")
         .compile(cmd=FFMPEG)
     )
-    run(cmd, what=f"{src} [{plan.start:.3f}, {plan.end:.3f}) copied", timeout=timeout)
+    run(cmd, what=what, timeout=timeout)
 
 
 _FLAC_ARGS = {"acodec": "flac", "ac": 1, "ar": AUDIO_RATE, "sample_fmt": "s16", "format": "flac"}
@@ -396,14 +440,163 @@ def cut_records(
     gets the key frame's start and its true end. Unless ``mode`` is ``exact``
     each record says how it was cut (``record.cut``). ``stills(record)`` gives
     the JPEG the scan kept of a record's matched frame, or None to decode one.
+    Copies are made a video at a time (module docstring); re-encoded clips, and
+    the clips of a video that could not be looked up, are cut one by one.
     """
     if mode not in MODES:
         raise ValueError(f"cut mode must be one of {', '.join(MODES)}, not {mode!r}")
-    cut = functools.partial(_cut_one, out_dir=out_dir, scans=scans, sources=sources,
+    one = functools.partial(_cut_one, out_dir=out_dir, scans=scans, sources=sources,
                             height=height, mode=mode, keyframe_slack=keyframe_slack,
                             stills=stills)  # fmt: skip
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        list(pool.map(cut, records))
+        if mode == CUT_EXACT:
+            list(pool.map(one, records))
+            return
+        plan = functools.partial(_plan_source, scans=scans, sources=sources, height=height,
+                                 mode=mode, slack=keyframe_slack)  # fmt: skip
+        planned = list(pool.map(plan, _by_source(records)))
+        size = _batch_size(sum(len(p.copies) for p in planned), workers)
+        tasks = [functools.partial(one, r) for p in planned for r in p.rest]
+        for p in planned:
+            for i in range(0, len(p.copies), size):
+                tasks.append(functools.partial(_copy_batch, p, p.copies[i : i + size],
+                                               out_dir=out_dir, height=height, stills=stills,
+                                               one=one))  # fmt: skip
+        list(pool.map(lambda task: task(), tasks))
+
+
+def _by_source(records: list[ClipRecord]) -> list[list[ClipRecord]]:
+    """``records`` grouped by their video, in the order they come."""
+    groups: dict[str, list[ClipRecord]] = {}
+    for record in records:
+        groups.setdefault(record.video_id, []).append(record)
+    return list(groups.values())
+
+
+def _batch_size(copies: int, workers: int) -> int:
+    """Clips per ffmpeg run: as few runs as keep every worker busy, at most BATCH_CLIPS."""
+    return max(1, min(BATCH_CLIPS, math.ceil(copies / max(1, workers))))
+
+
+@dataclass
+class _SourcePlan:
+    """One video's clips in ``keyframe``/``auto`` mode: those to copy and how, and the
+    rest (re-encoded, or cut one by one where looking the video up failed)."""
+
+    src: str | Path = ""
+    streams: Streams | None = None
+    has_audio: bool = False
+    copies: list[tuple[ClipRecord, CopyPlan]] = field(default_factory=list)
+    rest: list[ClipRecord] = field(default_factory=list)
+
+
+def _plan_source(
+    records: list[ClipRecord],
+    *,
+    scans: dict[str, ScanResult],
+    sources: SourceCache,
+    height: int,
+    mode: str,
+    slack: float,
+) -> _SourcePlan:
+    """One ffprobe run lists the packets around all of one video's windows; each
+    window is planned from it as :func:`cut_clip` plans it. A window ``keyframe``
+    mode cannot copy marks its record failed with the reason."""
+    scan = scans[records[0].video_id]
+    has_audio = bool(scan.source.get("has_audio"))
+    try:
+        src = sources.path(scan.video_id, scan.video, scan.local_path)
+        for r in records:
+            _check_args(r.key, r.start, r.end, mode)
+        spans = [(r.start - slack - READ_MARGIN, r.end + slack + READ_MARGIN) for r in records]
+        info, streams, listing = probe_with_packets_over(src, spans)
+        if has_audio and streams.audio_index is None:
+            raise MediaError(f"{src}: has_audio was given but there is no audio stream")
+    except (FetchError, MediaError, OSError, ValueError) as e:
+        log.debug("%s: clips cut one by one: %s", scan.video_id, e)  # each fails on its own
+        return _SourcePlan(rest=records)
+    plan = _SourcePlan(src=src, streams=streams, has_audio=has_audio)
+    for r in records:
+        window = (r.start, r.end, r.match_time, shot_of(r, scan))
+        try:
+            copy = _copy_plan(src, info, streams, listing, window, height, slack, mode)
+        except CopyRefused as e:
+            r.status, r.error = STATUS_FAILED, f"cut: {e}"
+            log.warning("clip %s failed: %s", r.key, e)
+            continue
+        if copy is None:
+            plan.rest.append(r)
+        else:
+            plan.copies.append((r, copy))
+    return plan
+
+
+def _copy_batch(
+    source: _SourcePlan,
+    copies: list[tuple[ClipRecord, CopyPlan]],
+    *,
+    out_dir: Path,
+    height: int,
+    stills: Callable[[ClipRecord], Path | None] | None,
+    one: Callable[[ClipRecord], None],
+) -> None:
+    """One ffmpeg run writes every clip of ``copies`` (each from inputs of its own, to
+    temporary names); then each gets its jpg and is renamed into place. When the run
+    fails, the clips are cut one by one, so a bad one fails alone with its own error."""
+    src, streams = source.src, source.streams
+    assert streams is not None
+    exts = ("mp4", "flac", "jpg") if source.has_audio else ("mp4", "jpg")
+    finals = [{ext: Path(out_dir) / f"{r.key}.{ext}" for ext in exts} for r, _ in copies]
+    temps = [_temps(final) for final in finals]
+    first: dict[CopyPlan, int] = {}  # a window copied twice is written once, then copied
+    outputs = []
+    for i, ((_, plan), temp) in enumerate(zip(copies, temps, strict=True)):
+        if first.setdefault(plan, i) == i:
+            outputs += _copy_outputs(src, plan, streams, temp["mp4"], temp.get("flac"))
+    try:
+        _run_outputs(outputs, f"{src}: {len(copies)} clips copied", CUT_TIMEOUT)
+        for (_, plan), temp in zip(copies, temps, strict=True):
+            for ext in ("mp4", "flac"):
+                if ext in temp and temps[first[plan]][ext] != temp[ext]:
+                    shutil.copyfile(temps[first[plan]][ext], temp[ext])
+    except (MediaError, OSError, ValueError) as e:  # ValueError: ffmpeg-python's own refusal
+        log.info("%s; cutting them one by one", e)
+        for temp in temps:
+            _discard(temp.values())
+        for record, _ in copies:
+            one(record)
+        return
+    for (record, plan), temp, final in zip(copies, temps, finals, strict=True):
+        _publish(record, plan, src, temp, final, height=height,
+                 still=stills(record) if stills else None)  # fmt: skip
+
+
+def _publish(
+    record: ClipRecord,
+    plan: CopyPlan,
+    src: str | Path,
+    temp: dict[str, Path],
+    final: dict[str, Path],
+    *,
+    height: int,
+    still: Path | None,
+) -> None:
+    """A copied clip's jpg, then its files renamed into place and its record filled in;
+    a failure marks the record failed and leaves no file of it."""
+    try:
+        _write_jpg(src, record.match_time, height, temp["jpg"], still=still)
+        for ext, path in temp.items():
+            os.replace(path, final[ext])
+    except (MediaError, OSError) as e:
+        record.status, record.error = STATUS_FAILED, f"cut: {e}"
+        log.warning("clip %s failed: %s", record.key, e)
+        return
+    finally:
+        _discard(temp.values())
+    log.debug("cut %s [%.3f, %.3f) -> %s", src, plan.start, plan.end, final["mp4"])
+    record.mp4, record.jpg = str(final["mp4"]), str(final["jpg"])
+    record.flac = str(final["flac"]) if "flac" in final else None
+    record.start, record.end, record.cut = plan.start, plan.end, CUT_KEYFRAME
 
 
 def _cut_one(

@@ -340,3 +340,154 @@ def test_mine_params_cut_options() -> None:
     for bad in ({"cut": "fast"}, {"keyframe_slack": -1.0}):
         with pytest.raises(ValidationError):
             MineParams(**base, **bad)
+
+
+# ---------------------------------------------------------------- batches
+
+
+def _window(key: str, start: float, match: float, video_id: str = "v") -> ClipRecord:
+    return ClipRecord(key=key, video=f"{video_id}.mp4", video_id=video_id, start=start,
+                      end=start + 4.0, match_time=match, similarity=0.9)  # fmt: skip
+
+
+def _scan_of(path: Path, video_id: str, shot: tuple[float, float] | None = None) -> ScanResult:
+    cands = [Candidate(seed_row=0, video_id=video_id, peak_time=t, similarity=0.9,
+                       seg_start=t, seg_end=t, n_frames=1, shot_start=shot and shot[0],
+                       shot_end=shot and shot[1]) for t in (3.0, 5.0, 7.0, 9.0, 13.0)]  # fmt: skip
+    return ScanResult(video=str(path), video_id=video_id, duration=20.0, candidates=cands,
+                      local_path=str(path), source={"has_audio": True})  # fmt: skip
+
+
+@pytest.fixture
+def spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[int]]:
+    """How many ffprobe runs the cut made, and how many outputs each ffmpeg run wrote."""
+    import miners.cut as cut
+
+    calls: dict[str, list[int]] = {"probes": [], "runs": []}
+    probe, run_outputs = cut.probe_with_packets_over, cut._run_outputs
+
+    def probe_spy(path, spans, **kw):
+        calls["probes"].append(len(spans))
+        return probe(path, spans, **kw)
+
+    def run_spy(outputs, what, timeout):
+        calls["runs"].append(len(outputs))
+        return run_outputs(outputs, what, timeout)
+
+    monkeypatch.setattr(cut, "probe_with_packets_over", probe_spy)
+    monkeypatch.setattr(cut, "_run_outputs", run_spy)
+    return calls
+
+
+def test_a_batch_copies_each_clip_as_a_single_copy_would(
+    src: Path, tmp_path: Path, spy: dict[str, list[int]]
+) -> None:
+    """Several clips of one video, overlapping ones too: one ffprobe, one ffmpeg, and
+    each clip's files are those a copy of it alone gives, byte for byte."""
+    records = [_window("a", 2.2, 3.0), _window("b", 4.0, 5.0), _window("c", 6.1, 7.0),
+               _window("d", 11.8, 13.0)]  # fmt: skip
+    out, alone = tmp_path / "batch", tmp_path / "alone"
+    out.mkdir(), alone.mkdir()
+    scans = {"v": _scan_of(src, "v")}
+    cut_records(records, out, scans=scans, sources=SourceCache(tmp_path / "c"),
+                mode="keyframe", workers=1)  # fmt: skip
+    assert spy == {"probes": [4], "runs": [8]}  # mp4 and flac of four clips in one run
+    assert [(r.status, r.cut, r.start, r.end) for r in records] == [
+        (STATUS_OK, "keyframe", s, s + 4.0) for s in (2.0, 4.0, 6.0, 12.0)
+    ]
+    for r in records:
+        single = _cut(src, alone, r.start, r.end, key=r.key, mode="keyframe",
+                      match_time=r.match_time)  # fmt: skip
+        assert (single.start, single.end) == (r.start, r.end)
+        for ext in ("mp4", "flac", "jpg"):
+            assert Path(getattr(r, ext)).read_bytes() == (alone / f"{r.key}.{ext}").read_bytes()
+        frames = _painted(Path(r.mp4))
+        assert frames == list(range(round(r.start * FPS), round(r.end * FPS)))
+        clicks = [c / FPS - r.start for c in CLICKS if r.start <= c / FPS < r.end]
+        assert _click_times(Path(r.flac)) == pytest.approx(clicks, abs=0.01)
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+def test_batches_per_video_and_across_workers(
+    src: Path, tmp_path: Path, spy: dict[str, list[int]]
+) -> None:
+    """Clips of two videos, interleaved: one ffprobe each, and the copies split into
+    runs that keep both workers busy, never mixing videos."""
+    late = tmp_path / "late.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), "-c", "copy",
+                    "-output_ts_offset", "1.0", str(late)], check=True)  # fmt: skip
+    scans = {"v": _scan_of(src, "v"), "w": _scan_of(late, "w")}
+    records = [_window("v1", 2.2, 3.0), _window("w1", 4.1, 5.0, "w"), _window("v2", 8.0, 9.0),
+               _window("w2", 12.2, 13.0, "w"), _window("v3", 6.1, 7.0),
+               _window("v4", 12.0, 13.0)]  # fmt: skip
+    out = tmp_path / "out"
+    out.mkdir()
+    cut_records(records, out, scans=scans, sources=SourceCache(tmp_path / "c"),
+                mode="keyframe", workers=2)  # fmt: skip
+    assert sorted(spy["probes"]) == [2, 4]
+    # six copies on two workers: three a run; v: 3 + 1 clips, w: 2 (mp4 and flac each)
+    assert sorted(spy["runs"]) == [2, 4, 6]
+    assert [r.status for r in records] == [STATUS_OK] * 6
+    for r in records:
+        assert _painted(Path(r.mp4))[:2] == [round(r.start * FPS), round(r.start * FPS) + 1]
+        assert r.start in (2.0, 4.0, 6.0, 8.0, 12.0) and r.end == r.start + 4.0
+
+
+def test_auto_batches_the_copies_and_re_encodes_the_rest(
+    src: Path, tmp_path: Path, spy: dict[str, list[int]]
+) -> None:
+    scans = {"v": _scan_of(src, "v", shot=(4.2, 15.0))}
+    # 4.3: its key frame 4.0 lies outside the shot; 6.2 and 12.0 copy from 6.0 and 12.0
+    records = [_window("e", 4.3, 5.0), _window("k1", 6.2, 7.0), _window("k2", 12.0, 13.0)]
+    cut_records(records, tmp_path, scans=scans, sources=SourceCache(tmp_path / "c"),
+                mode="auto", workers=1)  # fmt: skip
+    assert [(r.status, r.cut, r.start, r.end) for r in records] == [
+        (STATUS_OK, "exact", 4.3, 8.3), (STATUS_OK, "keyframe", 6.0, 10.0),
+        (STATUS_OK, "keyframe", 12.0, 16.0),
+    ]  # fmt: skip
+    assert spy["runs"] == [4]  # the two copies in one run; the exact cut on its own
+    assert _painted(Path(records[0].mp4))[0] == 43
+    assert _painted(Path(records[2].mp4))[0] == 120
+    (click,) = _click_times(Path(records[0].flac))
+    assert click == pytest.approx(5.5 - 4.3, abs=0.01)
+
+
+def test_a_failed_batch_falls_back_to_one_by_one(
+    src: Path, tmp_path: Path, spy: dict[str, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One clip's output cannot be written: the batch fails, its clips are cut alone,
+    and only that clip fails, with its reason; a window past the end fails alone too."""
+    import miners.cut as cut
+
+    monkeypatch.setattr(cut.secrets, "token_hex", lambda n: "deadbeef")
+    blocked = tmp_path / ".b.mp4.deadbeef.part"
+    blocked.mkdir()
+    (blocked / "x").write_bytes(b"")
+    records = [_window("a", 2.2, 3.0), _window("b", 6.1, 7.0), _window("c", 12.0, 13.0),
+               _window("d", 19.5, 19.6)]  # fmt: skip
+    scans = {"v": _scan_of(src, "v")}
+    cut_records(records, tmp_path, scans=scans, sources=SourceCache(tmp_path / "c"),
+                mode="keyframe", workers=1)  # fmt: skip
+    assert [r.status for r in records] == [STATUS_OK, STATUS_FAILED, STATUS_OK, STATUS_FAILED]
+    assert records[1].error.startswith("cut: ") and ".b.mp4.deadbeef.part" in records[1].error
+    assert "no key frame within 1 s of 19.500 s" in records[3].error
+    assert spy["runs"] == [6, 2, 2, 2]  # the batch of three, then each alone
+    assert _painted(Path(records[0].mp4))[0] == 20 and _painted(Path(records[2].mp4))[0] == 120
+    left = sorted(p.name for p in tmp_path.iterdir() if p.is_file())
+    assert left == ["a.flac", "a.jpg", "a.mp4", "c.flac", "c.jpg", "c.mp4"]
+
+
+def test_a_window_copied_twice_in_a_batch(
+    src: Path, tmp_path: Path, spy: dict[str, list[int]]
+) -> None:
+    """Two clips whose copies are the same packets: written once, both published."""
+    records = [_window("a", 6.1, 7.0), _window("b", 5.9, 7.0), _window("c", 12.0, 13.0)]
+    cut_records(records, tmp_path, scans={"v": _scan_of(src, "v")},
+                sources=SourceCache(tmp_path / "c"), mode="keyframe", workers=1)  # fmt: skip
+    assert [(r.status, r.start, r.end) for r in records] == [
+        (STATUS_OK, 6.0, 10.0), (STATUS_OK, 6.0, 10.0), (STATUS_OK, 12.0, 16.0),
+    ]  # fmt: skip
+    assert spy["runs"] == [4]
+    for ext in ("mp4", "flac"):
+        assert (tmp_path / f"a.{ext}").read_bytes() == (tmp_path / f"b.{ext}").read_bytes()
+    assert _painted(Path(records[1].mp4))[:2] == [60, 61]
