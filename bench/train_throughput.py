@@ -45,6 +45,7 @@ from trainer.train import (
     Process,
     Recipe,
     build,
+    loader_workers,
     next_batch,
     peak_memory_mb,
     train_batches,
@@ -168,13 +169,15 @@ def measure_loop(
     *,
     shards: dict,
     batch_size: int,
-    num_workers: int,
+    num_workers: int | None,
     device: torch.device,
     warmup: int,
     steps: int,
     threads: int | None = None,
 ) -> dict:
-    """The loader alone, then loader + train_step as ``capmine train`` runs them."""
+    """The loader alone, then loader + train_step as ``capmine train`` runs them
+    (``num_workers`` None: as ``capmine train`` picks them)."""
+    num_workers = loader_workers(num_workers, device)
     if threads:
         torch.set_num_threads(threads)
     cfg = load_config(config)
@@ -235,7 +238,12 @@ def main(argv: list[str] | None = None) -> dict:
                    help="also time the real loop (loader + step) on generated shards")  # fmt: skip
     p.add_argument("--clips", type=int, default=256, help="generated clips for the loop")
     p.add_argument("--clip-seconds", type=float, default=6.0, help="length of each clip")
-    p.add_argument("--num-workers", type=int, default=2, help="loader workers (capmine train's)")
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        default=None,
+        help="loader workers (default: capmine train's, none on a CPU)",
+    )
     args = p.parse_args(argv)
 
     device = torch.device(

@@ -30,7 +30,11 @@ class MineAndTrainParams(BaseModel):
     holdout_shards: int = Field(
         1, ge=0, description="Last shards kept out of training for evaluation"
     )
-    num_workers: int = Field(2, ge=0, description="Data loader workers")
+    num_workers: int | None = Field(
+        None,
+        ge=0,
+        description="Data loader worker processes (default: none on a CPU, where the step takes every core and cached inputs load in-process; on CUDA half the cores a GPU, at most 8)",
+    )
     classes: str | None = Field(None, description="Class names file for zero-shot accuracy")
 
 

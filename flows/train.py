@@ -49,7 +49,11 @@ class TrainParams(BaseModel):
         description="Autocast precision on GPU: bf16, fp16 or fp32",
     )
     device: str = Field("auto", description="auto (CUDA when present), cpu, or cuda[:N]")
-    num_workers: int = Field(2, ge=0, description="Data loader worker processes")
+    num_workers: int | None = Field(
+        None,
+        ge=0,
+        description="Data loader worker processes (default: none on a CPU, where the step takes every core and cached inputs load in-process; on CUDA half the cores a GPU, at most 8)",
+    )
     seed: int = Field(0, description="Seed of the data order, crops and initialisation")
     ckpt_every: int = Field(500, ge=1, description="Steps between checkpoints")
     log_every: int = Field(10, ge=1, description="Steps between metrics lines")

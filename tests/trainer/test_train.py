@@ -193,3 +193,16 @@ def test_ddp_two_processes_match_one(small, tmp_path):
     for name, value in ddp["model"].items():
         torch.testing.assert_close(value, one[name], atol=1e-4, rtol=1e-3)
     assert single["world_size"] == 1
+
+
+def test_loader_workers_none_on_a_cpu_half_the_cores_a_gpu(monkeypatch):
+    from trainer import train as train_module
+
+    monkeypatch.setattr(train_module.os, "sched_getaffinity", lambda _: set(range(16)))
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert train_module.loader_workers(None, cpu) == 0
+    assert train_module.loader_workers(3, cpu) == 3  # asked for wins
+    assert train_module.loader_workers(None, cuda) == 8
+    assert train_module.loader_workers(None, cuda, world=4) == 2
+    monkeypatch.setattr(train_module.os, "sched_getaffinity", lambda _: {0})
+    assert train_module.loader_workers(None, cuda) == 1
