@@ -86,6 +86,8 @@ class ShotsFilter(Filter):
             self.n_errors += 1
             log.warning("filter shots: cannot recut %s: %s", record.key, e)
             return
+        if record.cut is not None:
+            record.cut = "exact"  # a copied clip trimmed to its shot is re-encoded
         self.n_recut += 1
 
     def reset_stats(self) -> None:

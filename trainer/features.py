@@ -30,8 +30,7 @@ import logging
 import tarfile
 import tempfile
 import time
-from collections import Counter, deque
-from collections.abc import Iterator
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from media.images import SQUARE_PIXELS, centre_square, decode_image, filter_stri
 from media.tars import iter_raw_samples
 from shards.writer import atomic_write_bytes
 from trainer import melcache
+from trainer.streams import chunks, ordered_map
 
 log = logging.getLogger(__name__)
 
@@ -239,34 +239,6 @@ def _decode_chunk(samples: list[dict[str, Any]], n_frames: int, size: int) -> li
     return out
 
 
-def _chunks(items: Iterator, n: int) -> Iterator[list]:
-    chunk: list = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == n:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def _ordered_map(pool: ThreadPoolExecutor, fn, items, ahead: int) -> Iterator:
-    """``pool.map`` that reads at most ``ahead`` items in advance (Executor.map would
-    pull the whole tar into memory at once)."""
-    window: deque = deque()
-    try:
-        for item in items:
-            window.append(pool.submit(fn, item))
-            if len(window) >= ahead:
-                yield window.popleft().result()
-    except (tarfile.TarError, OSError):  # a tar that breaks off: finish what is in flight
-        while window:
-            yield window.popleft().result()
-        raise
-    while window:
-        yield window.popleft().result()
-
-
 def _embed_in_batches(fn, items, batch_size: int) -> np.ndarray:
     return np.concatenate([fn(items[i : i + batch_size]) for i in range(0, len(items), batch_size)])
 
@@ -354,10 +326,10 @@ def _shard_features(
     out = _ShardArrays(embedder, n_frames, batch_size)
     decode = functools.partial(_decode_chunk, n_frames=n_frames, size=int(embedder.image_size))
     try:
-        chunks = _chunks(iter_raw_samples(tar), DECODE_CHUNK)
+        parts = chunks(iter_raw_samples(tar), DECODE_CHUNK)
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             # ffmpeg runs in subprocesses, so threads decode in parallel; the map keeps tar order
-            for results in _ordered_map(pool, decode, chunks, ahead=max(1, workers)):
+            for results in ordered_map(pool, decode, parts, ahead=max(1, workers)):
                 for result in results:
                     if len(result) == 2:
                         log.warning("features: skipping %s in %s: %s", result[0], tar, result[1])

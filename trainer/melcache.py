@@ -37,7 +37,7 @@ import io
 import json
 import logging
 import os
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -58,6 +58,7 @@ from trainer.audio import (
     WIN_LENGTH,
     clip_mel,
 )
+from trainer.streams import chunks, ordered_map
 
 log = logging.getLogger(__name__)
 
@@ -143,29 +144,6 @@ def _mels_of(chunk: list[tuple[int, bytes]]) -> list[tuple[int, np.ndarray | Med
     return out
 
 
-def _chunked(pairs: Iterator[tuple[int, bytes]], n: int) -> Iterator[list[tuple[int, bytes]]]:
-    chunk: list[tuple[int, bytes]] = []
-    for pair in pairs:
-        chunk.append(pair)
-        if len(chunk) == n:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def _bounded_map(pool: ThreadPoolExecutor, fn, items: Iterator, ahead: int) -> Iterator:
-    """``pool.map`` in order that reads at most ``ahead`` items in advance (a shard's flacs
-    are never all in memory at once)."""
-    window: deque = deque()
-    for item in items:
-        window.append(pool.submit(fn, item))
-        if len(window) >= ahead:
-            yield window.popleft().result()
-    while window:
-        yield window.popleft().result()
-
-
 @dataclass
 class _Index:
     """The ``.idx`` arrays of one shard, filled as its clips come back."""
@@ -218,7 +196,7 @@ def build_shard(
     try:
         with os.fdopen(fd, "wb") as f, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             at = 0
-            for results in _bounded_map(pool, _mels_of, _chunked(pairs, CHUNK), 2 * workers):
+            for results in ordered_map(pool, _mels_of, chunks(pairs, CHUNK), 2 * workers):
                 for i, mel in results:
                     at = _record(index, i, mel, f, at, tar, keys)
                 if advance:

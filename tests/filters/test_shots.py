@@ -16,10 +16,12 @@ def test_window_crossing_a_cut_shrinks_to_the_matched_shot(tmp_path):
     # source seconds [10, 16): testsrc2 until 13, then a fractal; the match is at 11.5
     rec = make_clip(tmp_path, "cut", ["testsrc2", "mandelbrot"], seconds=6, start=10.0,
                     match_time=11.5)  # fmt: skip
+    rec.cut = "keyframe"  # as a stream copy would have left it
     out = tmp_path / "recut"
     f = ShotsFilter()
     f([rec], FilterContext(tmp_dir=out))
     assert rec.status == "ok", rec.error
+    assert rec.cut == "exact"  # trimmed to the shot means re-encoded
     assert rec.scores["n_cuts"] == 1.0
     assert (rec.start, rec.end) == pytest.approx((10.0, 13.0), abs=0.11)
     assert rec.mp4 == str(out / "cut.mp4") and rec.flac == str(out / "cut.flac")

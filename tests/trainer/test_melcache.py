@@ -13,6 +13,7 @@ import torch
 
 from miners.embedders import PixelEmbedder
 from synth.shardgen import corrupt_copy, make_class_shards
+from tests.trainer.test_data import assert_same
 from trainer import data as data_module
 from trainer import melcache
 from trainer.audio import clip_mel
@@ -38,14 +39,6 @@ def take(loader, n: int) -> list[dict]:
 def loader(data, **kw):
     kw = {"batch_size": 4, "num_workers": 0, "seed": 5, "shuffle_buffer": 10, "train": True, **kw}
     return make_loader(data["pattern"], cache_dir=data["cache"], **kw)
-
-
-def assert_same(a: list[dict], b: list[dict]) -> None:
-    assert len(a) == len(b)
-    for x, y in zip(a, b, strict=True):
-        assert x["key"] == y["key"] and x["caption"] == y["caption"]
-        for f in ("audio", "has_audio", "video", "text", "image"):
-            assert torch.equal(x[f], y[f]), f
 
 
 def forbid_decoding(monkeypatch) -> None:
