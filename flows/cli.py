@@ -159,7 +159,7 @@ def cmd_filter(args: argparse.Namespace) -> int:
 
     setup = FilterSetup(args.filters, embedder=args.embedder, device=args.device)
     with _in_out(args.out, "filter"):
-        report = refilter(args.run, args.out, setup)
+        report = refilter(args.run, args.out, setup, keep_dropped=args.keep_dropped)
     reasons = ", ".join(f"{k} {n}" for k, n in sorted(report["dropped"].items())) or "none"
     print(f"capmine filter: {report['clips']['ok']} of {report['clips']['total']} clips kept "
           f"in {report['shards']} shard(s) under {Path(args.out) / 'shards'}; dropped: {reasons}")  # fmt: skip
@@ -221,6 +221,9 @@ def _filter_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="the new run folder")
     p.add_argument("--embedder", help="for filters that need one (default: the run's)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--keep-dropped", action="store_true",
+                   help="keep the media of the clips this chain drops in --out/dropped/, "
+                        "so a later, looser re-filter can bring them back")  # fmt: skip
     p.set_defaults(func=cmd_filter)
 
 

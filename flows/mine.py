@@ -117,7 +117,7 @@ def filter_run_task(shards: list[ShardPlan], params: MineParams) -> dict[str, An
 
 @task(name="write-shard", task_run_name="shard-{shard.index}")
 def write_shard_task(shard: ShardPlan, params: MineParams) -> dict[str, Any]:
-    return _folder(params).write_staged(shard)
+    return _folder(params).write_staged(shard, keep_dropped=params.keep_dropped)
 
 
 @flow(name="mine")

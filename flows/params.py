@@ -141,6 +141,10 @@ class MineParams(BaseModel):
         "default",
         description="Filter chain: default, none, or a YAML file (see filters/default.yaml)",
     )
+    keep_dropped: bool = Field(
+        False,
+        description="Also keep the media of clips a filter dropped, in OUT/dropped/NNNNN.tar, so 'capmine filter' with looser bounds can bring them back (costs their disk space)",
+    )
     min_clip_seconds: float | None = Field(
         None,
         ge=0,

@@ -11,6 +11,8 @@ themselves::
     OUT/plan.json                    the current run's clips and shards (RunPlan)
     OUT/staging/NNNNN/               a shard's clips, cut and filtered; records.json last
     OUT/shards/NNNNN.tar, .parquet, _stats.json   a written shard, _stats.json last
+    OUT/dropped/NNNNN.tar            --keep-dropped: the media of the shard's dropped clips,
+                                     written before the shard's _stats.json
     OUT/runs.json                    the ledger of finished runs (Ledger)
     OUT/videos.parquet, report.json  the run's rows and totals
     OUT/downloads/                   fetched videos, unless --cache-dir says elsewhere
@@ -48,6 +50,7 @@ from shards.writer import (
     atomic_write_bytes,
     atomic_write_json,
     shard_name,
+    write_dropped,
     write_shard,
     write_table,
 )
@@ -63,6 +66,7 @@ def _with_temps(names: str) -> re.Pattern:
 
 # The files capmine writes in each of its folders.
 SHARD_FILES = _with_temps(r"\d{5,}(?:\.tar|\.parquet|_stats\.json)")
+DROPPED_FILES = _with_temps(r"\d{5,}\.tar")
 SCAN_FILES = _with_temps(rf"{_KEY}\.json")
 PEAK_DIRS = re.compile(rf"{_KEY}\.peaks")
 PEAK_FILES = _with_temps(r"\d{8,}\.jpg")
@@ -154,6 +158,15 @@ class RunFolder:
         """Where one shard's clips wait, cut and scored, until the shard is written."""
         return self.root / "staging" / shard_name(index)
 
+    @property
+    def dropped_dir(self) -> Path:
+        """Where ``--keep-dropped`` keeps the media of dropped clips, a tar a shard."""
+        return self.root / "dropped"
+
+    def dropped_file(self, index: int) -> Path:
+        """``dropped/NNNNN.tar``: shard ``index``'s dropped clips, laid out as its tar."""
+        return self.dropped_dir / f"{shard_name(index)}.tar"
+
     def shard_file(self, index: int, suffix: str) -> Path:
         """``shards/NNNNN.tar``, ``NNNNN.parquet`` or ``NNNNN_stats.json`` (suffix ``_stats.json``)."""
         return self.shard_dir / f"{shard_name(index)}{suffix}"
@@ -161,6 +174,7 @@ class RunFolder:
     # What an OUT folder holds that capmine wrote for its runs: --overwrite removes these
     # (capmine's files in these folders, these files at the top).
     RUN_FOLDERS = {"scans": (SCAN_FILES, PEAK_DIRS, PEAK_FILES), "shards": (SHARD_FILES, None, None),
+                   "dropped": (DROPPED_FILES, None, None),
                    "staging": (STAGED_FILES, STAGING_DIRS, None)}  # fmt: skip
     RUN_FILES = ("plan.json", "runs.json", "report.json", "report.html", "videos.parquet")
 
@@ -344,8 +358,13 @@ class RunFolder:
             return None
         return [ClipRecord.from_dict(r) for r in doc["records"]], doc["extra"]
 
-    def write_staged(self, shard: ShardPlan) -> dict[str, Any]:
-        """Write a staged shard (tar, parquet, stats last) and remove its staging folder."""
+    def write_staged(self, shard: ShardPlan, keep_dropped: bool = False) -> dict[str, Any]:
+        """Write a staged shard (tar, parquet, stats last) and remove its staging folder.
+
+        ``keep_dropped``: the dropped clips' media go to ``dropped/NNNNN.tar`` first, before
+        the shard's stats mark it complete; without it an earlier attempt's is removed, so
+        a dropped tar always belongs to its shard as written.
+        """
         done = self.shard_stats(shard)
         if done is not None:
             return {"index": shard.index, "skipped": True, **done}
@@ -355,14 +374,24 @@ class RunFolder:
                 f"shard {shard.index} has not been staged in {self.staging(shard.index)}"
             )
         records, extra = staged
-        if self.shard_dir.is_dir():
-            name = shard_name(shard.index)
-            for entry in os.scandir(self.shard_dir):  # a killed run's temp files of this shard
-                if entry.name.startswith(f".{name}") and _stale_temp(entry.name, SHARD_FILES):
-                    remove_file(Path(entry.path))
+        self._remove_stale_temps(shard.index)
+        if keep_dropped:
+            write_dropped(self.dropped_dir, shard.index, records)
+        else:
+            remove_file(self.dropped_file(shard.index))
         stats = write_shard(self.shard_dir, shard.index, records, extra_stats=extra)
         self.clear_staging(shard.index)
         return {"index": shard.index, "skipped": False, **stats}
+
+    def _remove_stale_temps(self, index: int) -> None:
+        """A killed run's temp files of shard ``index`` (its shard's and its dropped tar's)."""
+        name = shard_name(index)
+        for folder, pattern in ((self.shard_dir, SHARD_FILES), (self.dropped_dir, DROPPED_FILES)):
+            if not folder.is_dir():
+                continue
+            for entry in os.scandir(folder):
+                if entry.name.startswith(f".{name}") and _stale_temp(entry.name, pattern):
+                    remove_file(Path(entry.path))
 
     def kept_per_seed(self, shards: list[ShardPlan]) -> dict[str, int]:
         """Clips written for each seed id (any caption of a kept clip counts)."""

@@ -3,12 +3,16 @@
 A shard is complete when ``NNNNN_stats.json`` exists. Every file is written under
 a temporary name and renamed into place, the stats file last, so a crash at any
 point leaves either a complete shard or one that a rerun will redo.
+
+With ``--keep-dropped`` the media of the shard's dropped clips go to a tar of their
+own (:func:`write_dropped`, ``OUT/dropped/NNNNN.tar``), written before the shard.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import tarfile
 import tempfile
@@ -23,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shards.keys import is_valid_key
-from shards.record import STATUS_OK, ClipRecord
+from shards.record import STATUS_DROPPED, STATUS_OK, ClipRecord
 
 SIDE_COLUMNS = {
     "key": pa.string(), "video": pa.string(), "video_id": pa.string(),
@@ -32,6 +36,8 @@ SIDE_COLUMNS = {
     "scores": pa.string(), "status": pa.string(), "reason": pa.string(),
     "error": pa.string(), "has_audio": pa.bool_(), "source": pa.string(),
 }  # fmt: skip
+
+log = logging.getLogger(__name__)
 
 
 def shard_name(index: int) -> str:
@@ -161,6 +167,42 @@ def write_shard(
     stats.update(extra_stats or {})
     atomic_write_json(shard_dir / f"{name}_stats.json", stats)
     return stats
+
+
+def write_dropped(dropped_dir: Path, index: int, records: Iterable[ClipRecord]) -> list[str]:
+    """Write ``dropped_dir/NNNNN.tar``: the samples of the records a filter dropped, laid
+    out as a shard's (mp4, flac, jpg, txt, json; the json also names the drop ``reason``).
+
+    Only dropped records whose mp4 is there are written (failed ones have no media); the
+    tar is written, empty or not, so its presence says the shard kept its drops. Returns
+    the keys written.
+    """
+    dropped_dir = Path(dropped_dir)
+    dropped_dir.mkdir(parents=True, exist_ok=True)
+    tar_path = dropped_dir / f"{shard_name(index)}.tar"
+    written = []
+    fd, tmp = temp_file(tar_path)
+    os.close(fd)
+    try:
+        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+            for rec in records:
+                if rec.status != STATUS_DROPPED or not rec.mp4 or not is_valid_key(rec.key):
+                    continue
+                try:
+                    files = _sample_files(rec)[:-1]  # the json names the reason too
+                except OSError as e:  # its media is gone: it cannot be reopened, nothing more
+                    log.warning("dropped clip %s: media unreadable, not kept: %s", rec.key, e)
+                    continue
+                meta = {**rec.sample_json(), "reason": rec.reason}
+                files.append(("json", json.dumps(meta, ensure_ascii=False).encode("utf-8")))
+                for ext, data in files:
+                    _add_bytes(tar, f"{rec.key}.{ext}", data)
+                written.append(rec.key)
+        os.replace(tmp, tar_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return written
 
 
 def shard_stats(records: list[ClipRecord]) -> dict[str, Any]:
