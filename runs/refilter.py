@@ -126,7 +126,7 @@ def _refilter(
     if not source.dropped_dir.is_dir():
         log.info("%s kept no dropped clips (mined without --keep-dropped): its drops stay", src)
     filter_run(target, shards, setup)
-    stats = [target.write_staged(shard, keep_dropped) for shard in shards]
+    stats = [target.write_staged(shard, keep_dropped=keep_dropped) for shard in shards]
     target.clear_staging()
     for name in COPIED:
         if source.path(name).exists():
