@@ -62,7 +62,7 @@ def _with_temps(names: str) -> re.Pattern:
 
 
 # The files capmine writes in each of its folders.
-SHARD_FILES = _with_temps(r"\d{5,}(?:\.tar|\.parquet|_stats\.json)")
+SHARD_FILES = _with_temps(r"\d{5,}(?:\.tar|\.parquet|_stats\.json)|sizes\.json")
 SCAN_FILES = _with_temps(rf"{_KEY}\.json")
 PEAK_DIRS = re.compile(rf"{_KEY}\.peaks")
 PEAK_FILES = _with_temps(r"\d{8,}\.jpg")
