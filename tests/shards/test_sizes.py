@@ -3,8 +3,10 @@
 import json
 
 from runs.folder import RunFolder
+from runs.refilter import refilter
 from shards.reader import iter_samples
 from shards.writer import write_shard, write_sizes
+from tests.runs.test_refilter import _run, _setup
 from tests.shards.test_writer import _record
 
 
@@ -46,3 +48,13 @@ def test_start_over_removes_sizes_and_keeps_a_users_file(tmp_path):
     (tmp_path / "shards" / "my_sizes.json").write_text("{}")
     RunFolder(tmp_path).start_over()
     assert [p.name for p in (tmp_path / "shards").iterdir()] == ["my_sizes.json"]
+
+
+def test_a_refilter_writes_sizes_zeros_when_it_keeps_nothing(tmp_path):
+    run = _run(tmp_path, [-10.0, -30.0, -45.0, -70.0], shards=2)
+    refilter(run, tmp_path / "some", _setup(tmp_path, -35))
+    sizes = json.loads((tmp_path / "some" / "shards" / "sizes.json").read_text())
+    assert sizes == {"00000.tar": 1, "00001.tar": 1}
+    refilter(run, tmp_path / "none", _setup(tmp_path, 0))
+    sizes = json.loads((tmp_path / "none" / "shards" / "sizes.json").read_text())
+    assert sizes == {"00000.tar": 0, "00001.tar": 0}
