@@ -183,7 +183,8 @@ def write_sizes(shard_dir: Path) -> dict[str, int]:
     samples in it (its kept clips), the file open_clip's trainer reads to size an epoch.
 
     Shards that kept nothing are listed with 0 (open_clip refuses a total of 0 samples).
-    Returns what was written.
+    A file that already says the same is left as it is (a rerun that adds nothing touches
+    nothing). Returns the sizes.
     """
     shard_dir = Path(shard_dir)
     shard_dir.mkdir(parents=True, exist_ok=True)  # a run that planned no clip: an empty list
@@ -192,8 +193,20 @@ def write_sizes(shard_dir: Path) -> dict[str, int]:
         name = stats_path.name.removesuffix("_stats.json")
         if name.isdigit() and (shard_dir / f"{name}.tar").exists():
             sizes[f"{name}.tar"] = _kept(stats_path)
-    atomic_write_json(shard_dir / SIZES_FILE, sizes)
+    if _read_json(shard_dir / SIZES_FILE) != sizes:
+        atomic_write_json(shard_dir / SIZES_FILE, sizes)
+    for stale in shard_dir.glob(f".{SIZES_FILE}.*.tmp"):  # a killed run's (OUT is locked)
+        if stale.is_file() and not stale.is_symlink():
+            stale.unlink(missing_ok=True)
     return sizes
+
+
+def _read_json(path: Path) -> Any:
+    """``path``'s JSON, or None when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _kept(stats_path: Path) -> int:

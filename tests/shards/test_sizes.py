@@ -25,8 +25,17 @@ def test_sizes_count_each_complete_shards_samples(tmp_path):
     sizes = write_sizes(shard_dir)
     assert sizes == {"00000.tar": 2, "00001.tar": 0, "00002.tar": 1}
     assert json.loads((shard_dir / "sizes.json").read_text()) == sizes
+    assert not [p.name for p in shard_dir.iterdir() if p.name.endswith(".tmp")]
     for tar, n in sizes.items():
         assert len(list(iter_samples(shard_dir / tar))) == n
+    assert not [p.name for p in shard_dir.iterdir() if p.name.endswith(".tmp")]
+    stamp = (shard_dir / "sizes.json").stat().st_mtime_ns
+    assert write_sizes(shard_dir) == sizes  # the same sizes: the file is not rewritten
+    assert (shard_dir / "sizes.json").stat().st_mtime_ns == stamp
+    (shard_dir / "sizes.json").write_text("{broken")
+    (shard_dir / ".sizes.json.k1ll3d_x.tmp").write_text("{")  # a killed run's temp
+    write_sizes(shard_dir)  # a damaged file is rewritten
+    assert json.loads((shard_dir / "sizes.json").read_text()) == sizes
     assert not [p.name for p in shard_dir.iterdir() if p.name.endswith(".tmp")]
 
 
