@@ -65,7 +65,7 @@ def _with_temps(names: str) -> re.Pattern:
 
 
 # The files capmine writes in each of its folders.
-SHARD_FILES = _with_temps(r"\d{5,}(?:\.tar|\.parquet|_stats\.json)")
+SHARD_FILES = _with_temps(r"\d{5,}(?:\.tar|\.parquet|_stats\.json)|sizes\.json")
 DROPPED_FILES = _with_temps(r"\d{5,}\.tar")
 SCAN_FILES = _with_temps(rf"{_KEY}\.json")
 PEAK_DIRS = re.compile(rf"{_KEY}\.peaks")

@@ -33,6 +33,7 @@ from runs.report import drops_by_reason
 from runs.stages import FilterSetup, filter_run, stage_records
 from shards.reader import complete_shards, iter_samples
 from shards.record import STATUS_DROPPED, STATUS_OK, ClipRecord
+from shards.writer import write_sizes
 
 log = logging.getLogger(__name__)
 
@@ -138,4 +139,5 @@ def _refilter(
         "dropped": dropped, "examples": examples,
     }  # fmt: skip
     target.write_report({"refilter": report, "filters": setup.spec})
+    write_sizes(target.shard_dir)  # shards/sizes.json, for open_clip's trainer
     return report

@@ -17,6 +17,7 @@ from miners.videos import VideoInput
 from runs.folder import RunFolder
 from runs.records import Ledger, RunPlan, SeedsMeta
 from runs.stages import all_scans
+from shards.writer import write_sizes
 
 REPORT_EXAMPLES = 5  # keys kept per drop reason in the report
 
@@ -40,6 +41,7 @@ def finish_run(
     ledger = ledger.with_run(plan, scans, kept_per_seed=folder.kept_per_seed(plan.shards))
     folder.save_ledger(ledger)
     folder.write_videos_table(all_scans(folder, videos, scans), plan)
+    write_sizes(folder.shard_dir)  # shards/sizes.json, for open_clip's trainer
     removed = 0 if keep_downloads else folder.remove_downloads(scans, cache_dir)
     report = dict(report, downloads_removed=removed, run=plan.run,
                   skipped_videos=len(videos) - len(scans), next_shard=ledger.next_shard)  # fmt: skip

@@ -215,3 +215,52 @@ def shard_stats(records: list[ClipRecord]) -> dict[str, Any]:
         "reasons": dict(reasons),
         "keys": [r.key for r in records],
     }
+
+
+SIZES_FILE = "sizes.json"  # open_clip's name for it (open_clip_train.data.get_dataset_size)
+
+
+def write_sizes(shard_dir: Path) -> dict[str, int]:
+    """Write ``sizes.json`` in ``shard_dir``: every complete shard's tar name and the number of
+    samples in it (its kept clips), the file open_clip's trainer reads to size an epoch.
+
+    Shards that kept nothing are listed with 0 (open_clip refuses a total of 0 samples).
+    A file that already says the same is left as it is (a rerun that adds nothing touches
+    nothing). Returns the sizes.
+    """
+    shard_dir = Path(shard_dir)
+    shard_dir.mkdir(parents=True, exist_ok=True)  # a run that planned no clip: an empty list
+    sizes = {}
+    for stats_path in sorted(shard_dir.glob("*_stats.json")):
+        name = stats_path.name.removesuffix("_stats.json")
+        if name.isdigit() and (shard_dir / f"{name}.tar").exists():
+            sizes[f"{name}.tar"] = _kept(stats_path)
+    if _read_json(shard_dir / SIZES_FILE) != sizes:
+        atomic_write_json(shard_dir / SIZES_FILE, sizes)
+    for stale in shard_dir.glob(f".{SIZES_FILE}.*.tmp"):  # a killed run's (OUT is locked)
+        if stale.is_file() and not stale.is_symlink():
+            stale.unlink(missing_ok=True)
+    return sizes
+
+
+def _read_json(path: Path) -> Any:
+    """``path``'s JSON, or None when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _kept(stats_path: Path) -> int:
+    """Samples in a complete shard's tar: its stats' successes (the tar holds exactly those),
+    else its parquet's rows with status ok."""
+    try:
+        return int(json.loads(stats_path.read_text())["successes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    side = stats_path.with_name(stats_path.name.removesuffix("_stats.json") + ".parquet")
+    try:
+        status = pq.read_table(side, columns=["status"]).column("status").to_pylist()
+    except (OSError, KeyError, pa.ArrowException) as e:
+        raise ValueError(f"{stats_path}: unreadable shard stats and parquet ({e})") from e
+    return sum(s == STATUS_OK for s in status)
