@@ -134,9 +134,10 @@ def load_earlier(
         counts["stored"] += n_stored
         counts["embedded"] += len(shard_keys) - n_stored
         counts["not_compared"] += len(kept) - len(shard_keys)
-    log.info("dedup: %d kept clips of earlier runs to compare with (%d stored vectors, %d "
-             "embedded again from their shards); %d could not be compared", len(keys),
-             counts["stored"], counts["embedded"], counts["not_compared"])  # fmt: skip
+    level = logging.WARNING if counts["not_compared"] else logging.INFO
+    log.log(level, "dedup: %d kept clips of earlier runs to compare with (%d stored vectors, "
+            "%d embedded again from their shards); %d could not be compared", len(keys),
+            counts["stored"], counts["embedded"], counts["not_compared"])  # fmt: skip
     array = np.stack(vectors) if vectors else np.zeros((0, dim), np.float32)
     return EarlierClips(keys, array, made.frames, not_compared=counts["not_compared"])
 

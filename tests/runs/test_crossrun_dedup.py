@@ -8,6 +8,7 @@ The second run's list adds a re-encode of a first-run video under another name
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -20,7 +21,7 @@ import pytest
 
 from media.tars import iter_raw_samples
 from miners.videos import read_videos
-from runs.embeddings import StoredVectors
+from runs.embeddings import MadeWith, StoredVectors, load_earlier
 from runs.folder import RunFolder
 from runs.refilter import refilter
 from runs.report import finish_run
@@ -146,11 +147,23 @@ def test_night_one_files_are_untouched_and_every_shard_has_its_vectors(nights):
         assert np.allclose(np.linalg.norm(stored.vectors, axis=1), 1.0, atol=1e-5)
 
 
-def test_a_run_before_stored_vectors_is_embedded_from_its_shards(nights):
+def _other_frames(folder: RunFolder) -> None:
+    """Night 1's vectors made with 8 frames a clip (this dedup uses 4): they do not count."""
+    for path in folder.embeddings_dir.glob("*.npz"):
+        stored = StoredVectors.read(path)
+        made = dataclasses.replace(stored.made, frames=8)
+        path.write_bytes(StoredVectors(stored.keys, stored.vectors[:, ::-1], made).to_bytes())
+
+
+@pytest.mark.parametrize("case", ["missing", "other frames"])
+def test_earlier_clips_without_usable_vectors_are_embedded_from_their_shards(nights, case):
     root, _, _, stats = nights
-    old = root / "old-first"
+    old = root / f"old-{case.replace(' ', '-')}"
     shutil.copytree(root / "first", old)
-    shutil.rmtree(old / "embeddings")  # night 1 ran before capmine stored vectors
+    if case == "missing":
+        shutil.rmtree(old / "embeddings")  # night 1 ran before capmine stored vectors
+    else:
+        _other_frames(RunFolder(old))
     again = mine(root, old, "night2.txt")
     assert again["filters"]["dedup"]["duplicate_of"] == stats["filters"]["dedup"]["duplicate_of"]
     assert again["filters"]["dedup"]["earlier_clips"] == stats["filters"]["dedup"]["earlier_clips"]
@@ -190,3 +203,23 @@ def test_start_over_removes_the_vectors_and_nothing_else(nights):
     (out / "embeddings" / ".00000.npz.abc123.tmp").write_text("a killed write")
     RunFolder(out).start_over()
     assert [p.name for p in (out / "embeddings").iterdir()] == ["notes.txt"]
+
+
+def test_earlier_clips_whose_media_cannot_be_read_are_counted_not_compared(nights, caplog):
+    root, *_ = nights
+    folder = RunFolder(root / "first")
+    kept = rows(root / "first").query("status == 'ok'")
+    bad = kept["key"].iloc[0]
+
+    def embed(record):
+        if record.key == bad:
+            raise ValueError("cannot decode")
+        return np.array([1.0, 0.0], np.float32)
+
+    made = MadeWith(EMBEDDER, "another embedder", 4)  # nothing stored counts: all embedded
+    earlier = load_earlier(folder, folder.earlier_shards(), embed, made, dim=2, store=False)
+    assert earlier.keys == list(kept["key"].iloc[1:]) and earlier.not_compared == 1
+    assert earlier.vectors.shape == (len(kept) - 1, 2)
+    assert f"{len(kept) - 1} kept clips of earlier runs" in caplog.text
+    assert "1 could not be compared" in caplog.text
+    assert StoredVectors.read(folder.embedding_file(0)).made.fingerprint != "another embedder"
