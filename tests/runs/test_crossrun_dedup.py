@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 
 from media.tars import iter_raw_samples
+from miners.embedders import PixelEmbedder
 from miners.videos import read_videos
 from runs.embeddings import MadeWith, StoredVectors, load_earlier
 from runs.folder import RunFolder
@@ -170,6 +171,19 @@ def test_earlier_clips_without_usable_vectors_are_embedded_from_their_shards(nig
     assert rows(old).drop(columns="shard").equals(rows(root / "second").drop(columns="shard"))
     # paid once: night 1's vectors are stored now, the same a night-1 run stores
     assert digests(old / "embeddings") == digests(root / "second" / "embeddings")
+    folder, made = RunFolder(old), MadeWith(EMBEDDER, stored_made(old), 4)
+    earlier = load_earlier(
+        folder, folder.earlier_shards(), _no_decoding, made, dim=PixelEmbedder().dim
+    )
+    assert earlier.not_compared == 0 and len(earlier.keys) == (rows(old)["status"] == "ok").sum()
+
+
+def stored_made(out: Path) -> str:
+    return StoredVectors.read(RunFolder(out).embedding_file(0)).made.fingerprint
+
+
+def _no_decoding(record):
+    raise AssertionError(f"{record.key} was embedded again")
 
 
 def test_a_killed_night_two_ends_as_a_clean_one(nights):
