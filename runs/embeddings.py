@@ -31,11 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from filters.base import EarlierClips
 from runs.folder import RunFolder
-from shards.reader import iter_samples
 from shards.record import STATUS_OK, ClipRecord
 
 log = logging.getLogger(__name__)
@@ -135,9 +133,10 @@ def load_earlier(
         counts["embedded"] += len(shard_keys) - n_stored
         counts["not_compared"] += len(kept) - len(shard_keys)
     level = logging.WARNING if counts["not_compared"] else logging.INFO
-    log.log(level, "dedup: %d kept clips of earlier runs to compare with (%d stored vectors, "
-            "%d embedded again from their shards); %d could not be compared", len(keys),
-            counts["stored"], counts["embedded"], counts["not_compared"])  # fmt: skip
+    if shards:
+        log.log(level, "dedup: %d kept clips of earlier runs to compare with (%d stored vectors, "
+                "%d embedded again from their shards); %d could not be compared", len(keys),
+                counts["stored"], counts["embedded"], counts["not_compared"])  # fmt: skip
     array = np.stack(vectors) if vectors else np.zeros((0, dim), np.float32)
     return EarlierClips(keys, array, made.frames, not_compared=counts["not_compared"])
 
@@ -146,6 +145,8 @@ def _shard_vectors(
     folder: RunFolder, index: int, embed: Embed, made: MadeWith, dim: int, store: bool
 ) -> tuple[dict[str, np.ndarray], list[str], int]:
     """(vectors by key, the shard's kept keys, how many vectors were stored already)."""
+    import pandas as pd  # lazily, as runs.folder does: a command's start-up does not need it
+
     rows = pd.read_parquet(folder.shard_file(index, ".parquet")).to_dict("records")
     kept = {str(r["key"]): r for r in rows if r["status"] == STATUS_OK}
     stored = StoredVectors.read(folder.embedding_file(index))
@@ -165,6 +166,8 @@ def _shard_vectors(
 def _embed_from_tar(tar: Path, keys: list[str], rows: dict[str, dict], embed: Embed) -> dict:
     """Vectors of ``keys``, embedded from their mp4 in ``tar``; a clip that cannot be read
     is logged and left out."""
+    from shards.reader import iter_samples  # lazily: it loads pandas
+
     wanted: set[str] = set(keys)
     out: dict[str, np.ndarray] = {}
     try:

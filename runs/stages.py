@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from filters.base import EarlierClips, Filter, FilterContext
 from miners.embedders import fingerprint, get_embedder
 from miners.index import SeedIndex
 from miners.matching import select_clips
@@ -213,8 +214,6 @@ class FilterSetup:
 
     def context(self, chain, tmp_dir: Path):
         """What ``chain`` borrows: the embedder only when one of its filters needs it."""
-        from filters.base import FilterContext
-
         embedder = None
         if any(f.needs_embedder for f in chain.filters):
             if self.embedder is None:
@@ -331,12 +330,18 @@ def filter_run(folder: RunFolder, shards: list[ShardPlan], setup: FilterSetup) -
     return chain.stats()
 
 
-def _made_with(setup: FilterSetup, context, frames: int) -> MadeWith:
+def _made_with(setup: FilterSetup, context: FilterContext, frames: int) -> MadeWith:
     spec = setup.embedder or ""
     return MadeWith(spec, fingerprint(spec, context.embedder), frames)
 
 
-def _earlier_clips(folder: RunFolder, shards: list[int], dedups: list, context, setup) -> dict:
+def _earlier_clips(
+    folder: RunFolder,
+    shards: list[int],
+    dedups: list[Filter],
+    context: FilterContext,
+    setup: FilterSetup,
+) -> dict[int, EarlierClips]:
     """Earlier runs' kept clips for each dedup filter's frame count (stored vectors written
     back only for the first's, the count this run stores)."""
     earlier = {}
