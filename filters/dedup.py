@@ -90,7 +90,7 @@ class DedupFilter(Filter):
         for i, r in enumerate(clips):
             nearest = [float(s) for s, j in zip(near_sims[i], near_ids[i], strict=True) if j != i]
             r.scores["dup_max_similarity"] = max([float(earlier_sims[i]), *nearest[:1]])
-            if earlier_sims[i] >= self.threshold:
+            if earlier_keys[i] is not None and earlier_sims[i] >= self.threshold:
                 self._mark(r, earlier_keys[i], float(earlier_sims[i]))
                 duplicates.add(i)
                 order.append(r)

@@ -153,3 +153,11 @@ def test_a_real_clip_repeating_an_earlier_runs_clip_is_dropped(tmp_path):
     f([again, new], ctx)
     assert (again.reason, new.reason) == ("duplicate", None)
     assert f.duplicate_of == {"again": "old"} and again.scores["dup_similarity"] > 0.999
+
+
+def test_the_lowest_threshold_without_earlier_clips_names_no_earlier_key():
+    ctx = PlantedContext({"a": _unit(0), "b": _unit(120)})
+    recs = [_rec("a", 0.9), _rec("b", 0.8)]
+    f = DedupFilter(threshold=-1.0)  # everything is a look-alike of the best clip
+    f(recs, ctx)
+    assert f.duplicate_of == {"b": "a"} and recs[0].status == "ok"
