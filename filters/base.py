@@ -66,17 +66,43 @@ def default_recut(context: FilterContext) -> Recut:
 
 
 @dataclass
+class EarlierClips:
+    """Kept clips of earlier runs on the same OUT, as clip embeddings: ``dedup`` compares a
+    run's clips with them too. They are final (their shards are written): never dropped.
+
+    ``vectors`` is (len(keys), dim) float32, unit rows, each the mean of ``frames`` frames'
+    embeddings; ``not_compared`` counts earlier kept clips that have no vector (their media
+    could not be read), so a run can say how many it could not compare with.
+    """
+
+    keys: list[str]
+    vectors: np.ndarray
+    frames: int
+    not_compared: int = 0
+
+    def __post_init__(self) -> None:
+        self.vectors = np.asarray(self.vectors, dtype=np.float32)
+        if self.vectors.ndim != 2 or len(self.vectors) != len(self.keys):
+            raise ValueError(
+                f"earlier clips: {len(self.keys)} keys need a ({len(self.keys)}, dim) array of "
+                f"vectors, not one of shape {self.vectors.shape}"
+            )
+
+
+@dataclass
 class FilterContext:
     """What filters borrow from the run, passed to each call: a filter never keeps it.
 
     ``embedder`` keeps the protocol of DESIGN.md (dim, image_size, embed_images,
     embed_texts); ``tmp_dir`` receives re-cut media; ``recut`` overrides how a
-    window is shortened (default: :func:`default_recut`).
+    window is shortened (default: :func:`default_recut`); ``earlier`` holds the
+    kept clips of earlier runs, by frames per clip (:class:`EarlierClips`).
     """
 
     embedder: Any = None
     tmp_dir: str | Path | None = None
     recut: Recut | None = None
+    earlier: dict[int, EarlierClips] = field(default_factory=dict)
     cache_size: int = 256  # clips whose frame embeddings are kept (agreement then dedup)
     _frames: OrderedDict = field(default_factory=OrderedDict, repr=False)
 

@@ -13,6 +13,7 @@ themselves::
     OUT/shards/NNNNN.tar, .parquet, _stats.json   a written shard, _stats.json last
     OUT/dropped/NNNNN.tar            --keep-dropped: the media of the shard's dropped clips,
                                      written before the shard's _stats.json
+    OUT/embeddings/NNNNN.npz         the dedup filter's vectors of a shard's kept clips (runs.embeddings)
     OUT/runs.json                    the ledger of finished runs (Ledger)
     OUT/videos.parquet, report.json  the run's rows and totals
     OUT/downloads/                   fetched videos, unless --cache-dir says elsewhere
@@ -78,6 +79,7 @@ STAGED_FILES = re.compile(
     rf"|records\.json|\.records\.json{_TMP}"
 )
 STAGING_DIRS = re.compile(r"\d{5,}")
+EMBEDDING_FILES = _with_temps(r"\d{5,}\.npz")
 
 
 def _stale_temp(name: str, pattern: re.Pattern) -> bool:
@@ -167,6 +169,14 @@ class RunFolder:
         """``dropped/NNNNN.tar``: shard ``index``'s dropped clips, laid out as its tar."""
         return self.dropped_dir / f"{shard_name(index)}.tar"
 
+    @property
+    def embeddings_dir(self) -> Path:
+        return self.root / "embeddings"
+
+    def embedding_file(self, index: int) -> Path:
+        """``embeddings/NNNNN.npz``: the clip vectors of shard ``index``'s kept clips."""
+        return self.embeddings_dir / f"{shard_name(index)}.npz"
+
     def shard_file(self, index: int, suffix: str) -> Path:
         """``shards/NNNNN.tar``, ``NNNNN.parquet`` or ``NNNNN_stats.json`` (suffix ``_stats.json``)."""
         return self.shard_dir / f"{shard_name(index)}{suffix}"
@@ -175,7 +185,8 @@ class RunFolder:
     # (capmine's files in these folders, these files at the top).
     RUN_FOLDERS = {"scans": (SCAN_FILES, PEAK_DIRS, PEAK_FILES), "shards": (SHARD_FILES, None, None),
                    "dropped": (DROPPED_FILES, None, None),
-                   "staging": (STAGED_FILES, STAGING_DIRS, None)}  # fmt: skip
+                   "staging": (STAGED_FILES, STAGING_DIRS, None),
+                   "embeddings": (EMBEDDING_FILES, None, None)}  # fmt: skip
     RUN_FILES = ("plan.json", "runs.json", "report.json", "report.html", "videos.parquet")
 
     def start_over(self) -> None:
@@ -392,6 +403,26 @@ class RunFolder:
             for entry in os.scandir(folder):
                 if entry.name.startswith(f".{name}") and _stale_temp(entry.name, pattern):
                     remove_file(Path(entry.path))
+
+    def save_embeddings(self, index: int, data: bytes) -> None:
+        """Write shard ``index``'s ``embeddings/NNNNN.npz`` (a killed write's temp files go)."""
+        if self.embeddings_dir.is_symlink():
+            raise OutFolderError(
+                f"{self.embeddings_dir} is a symbolic link: capmine neither writes nor deletes "
+                "through links in OUT; make it a real folder"
+            )
+        path = self.embedding_file(index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for entry in os.scandir(path.parent):
+            if entry.name.startswith(f".{path.name}.") and _stale_temp(entry.name, EMBEDDING_FILES):
+                remove_file(Path(entry.path))
+        atomic_write_bytes(path, data)
+
+    def earlier_shards(self, exclude: set[int] | frozenset[int] = frozenset()) -> list[int]:
+        """The written shards of the runs the ledger has finished, but ``exclude`` (the
+        current run's own): what a new run's clips may repeat."""
+        indices = sorted({i for run in self.ledger().runs for i in run.shards} - set(exclude))
+        return [i for i in indices if self.shard_file(i, "_stats.json").is_file()]
 
     def kept_per_seed(self, shards: list[ShardPlan]) -> dict[str, int]:
         """Clips written for each seed id (any caption of a kept clip counts)."""

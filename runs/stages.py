@@ -21,11 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from miners.embedders import get_embedder
+from filters.base import EarlierClips, Filter, FilterContext
+from miners.embedders import fingerprint, get_embedder
 from miners.index import SeedIndex
 from miners.matching import select_clips
 from miners.scan import ScanResult, scan_video
 from miners.videos import VideoInput
+from runs.embeddings import MadeWith, load_earlier, store_kept
 from runs.folder import RunFolder
 from runs.records import Ledger, RunPlan, ShardPlan, Threshold
 from shards.record import ClipRecord
@@ -212,8 +214,6 @@ class FilterSetup:
 
     def context(self, chain, tmp_dir: Path):
         """What ``chain`` borrows: the embedder only when one of its filters needs it."""
-        from filters.base import FilterContext
-
         embedder = None
         if any(f.needs_embedder for f in chain.filters):
             if self.embedder is None:
@@ -299,17 +299,60 @@ def _cut_planned(
 
 def filter_run(folder: RunFolder, shards: list[ShardPlan], setup: FilterSetup) -> dict[str, Any]:
     """The filters that must see every clip of the run at once (dedup, per-video caps),
-    over every staged shard; their verdicts and counts go back into each staging."""
+    over every staged shard; their verdicts and counts go back into each staging.
+
+    ``dedup`` also compares with the kept clips of the runs the ledger has finished (never
+    with ``shards`` themselves), and the vectors of this run's kept clips are stored for
+    the runs after it (:mod:`runs.embeddings`). A resumed run whose stagings all hold the
+    verdicts already does not take them again: it ends as a clean run does.
+    """
     chain = setup.chains()[1]
     staged = [(s, folder.load_staged(s)) for s in shards]
     staged = [(s, st) for s, st in staged if st is not None]
     if not len(chain) or not staged:
         return {}
+    taken = [extra.get("run_filters") for _, (_, extra) in staged]
+    if all(taken):
+        log.info("run-level filters: verdicts already taken for every staged shard")
+        return taken[0]
     records = [r for _, (recs, _) in staged for r in recs]
-    chain(records, setup.context(chain, folder.root / "staging"))
+    context = setup.context(chain, folder.root / "staging")
+    dedups = [f for f in chain.filters if f.name == "dedup"]
+    if dedups:
+        earlier = folder.earlier_shards(exclude={s.index for s in shards})
+        context.earlier = _earlier_clips(folder, earlier, dedups, context, setup)
+    chain(records, context)
+    if dedups:
+        made = _made_with(setup, context, dedups[0].frames)
+        store_kept(folder, [(s.index, recs) for s, (recs, _) in staged], dedups[0].vectors, made)
     for shard, (recs, extra) in staged:
         folder.save_staged(shard, recs, dict(extra, run_filters=chain.stats()))
     return chain.stats()
+
+
+def _made_with(setup: FilterSetup, context: FilterContext, frames: int) -> MadeWith:
+    spec = setup.embedder or ""
+    return MadeWith(spec, fingerprint(spec, context.embedder), frames)
+
+
+def _earlier_clips(
+    folder: RunFolder,
+    shards: list[int],
+    dedups: list[Filter],
+    context: FilterContext,
+    setup: FilterSetup,
+) -> dict[int, EarlierClips]:
+    """Earlier runs' kept clips for each dedup filter's frame count (stored vectors written
+    back only for the first's, the count this run stores)."""
+    earlier = {}
+    for f in dedups:
+        if f.frames not in earlier:
+            embed = functools.partial(f.embed, context=context)
+            earlier[f.frames] = load_earlier(
+                folder, shards, embed, _made_with(setup, context, f.frames),
+                dim=int(context.embedder.dim), store=f is dedups[0],
+            )  # fmt: skip
+    return earlier
 
 
 def all_scans(
