@@ -138,6 +138,7 @@ def test_night_one_files_are_untouched_and_every_shard_has_its_vectors(nights):
     root, *_ = nights
     for name in ("shards", "embeddings"):
         before, after = digests(root / "first" / name), digests(root / "second" / name)
+        before.pop("sizes.json", None)  # the folder's index of sizes grows with each run
         assert before and {k: v for k, v in after.items() if k in before} == before, name
         assert len(after) > len(before), name
     second = rows(root / "second")
