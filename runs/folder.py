@@ -13,6 +13,7 @@ themselves::
     OUT/shards/NNNNN.tar, .parquet, _stats.json   a written shard, _stats.json last
     OUT/runs.json                    the ledger of finished runs (Ledger)
     OUT/videos.parquet, report.json  the run's rows and totals
+    OUT/report.html, report/KEY.jpg|mp4  the run's page, with its thumbnails and clips
     OUT/downloads/                   fetched videos, unless --cache-dir says elsewhere
     OUT/.capmine, .capmine.lock      capmine's mark and the running run's lock (runs.lock)
 
@@ -74,6 +75,7 @@ STAGED_FILES = re.compile(
     rf"|records\.json|\.records\.json{_TMP}"
 )
 STAGING_DIRS = re.compile(r"\d{5,}")
+REPORT_FILES = _with_temps(rf"{_KEY}\.(?:jpg|mp4)")  # report.html's thumbnails and clips
 
 
 def _stale_temp(name: str, pattern: re.Pattern) -> bool:
@@ -161,7 +163,8 @@ class RunFolder:
     # What an OUT folder holds that capmine wrote for its runs: --overwrite removes these
     # (capmine's files in these folders, these files at the top).
     RUN_FOLDERS = {"scans": (SCAN_FILES, PEAK_DIRS, PEAK_FILES), "shards": (SHARD_FILES, None, None),
-                   "staging": (STAGED_FILES, STAGING_DIRS, None)}  # fmt: skip
+                   "staging": (STAGED_FILES, STAGING_DIRS, None),
+                   "report": (REPORT_FILES, None, None)}  # fmt: skip
     RUN_FILES = ("plan.json", "runs.json", "report.json", "report.html", "videos.parquet")
 
     def start_over(self) -> None:
