@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from runs.folder import RunFolder
+from runs.htmlreport import write_html_report
 from runs.lock import claim_out
 from runs.records import ShardPlan
 from runs.report import drops_by_reason
@@ -112,4 +113,5 @@ def _refilter(
         "dropped": dropped, "examples": examples,
     }  # fmt: skip
     target.write_report({"refilter": report, "filters": setup.spec})
+    report["report_html"] = str(write_html_report(target.root))
     return report
