@@ -8,6 +8,7 @@ without it these tests fail, saying so.
 from __future__ import annotations
 
 import json
+
 import pandas as pd
 import pytest
 from PIL import Image, ImageStat
