@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections import Counter
 from html import escape
@@ -113,6 +114,10 @@ def _card(label: str, value: Any, note: str = "", ident: str = "") -> str:
     attr = f' id="total-{ident}"' if ident else ""
     return (f'<div class="card"{attr}><span>{escape(label)}</span><b>{_n(value)}</b>'
             f"<span>{escape(note)}</span></div>")  # fmt: skip
+
+
+def _clips(n: int) -> str:
+    return f"{n:,} clip" if n == 1 else f"{n:,} clips"
 
 
 def _shown(shown: int, total: int, what: str) -> str:
@@ -252,8 +257,9 @@ def _dropped(view: RunView, media: ReportMedia) -> str:
             _clip_card(r, files.get(r["key"], Media()), _error_note(r))
             for r in rows.to_dict("records")
         )
-        parts.append(f'<h3 id="reason-{escape(group)}">{escape(group)}: {len(groups[group]):,} '
-                     f"clips</h3>{_shown(len(rows), len(groups[group]), 'clips')}"
+        ident = re.sub(r"[^A-Za-z0-9_-]+", "-", group)
+        parts.append(f'<h3 id="reason-{ident}">{escape(group)}: {_clips(len(groups[group]))}'
+                     f"</h3>{_shown(len(rows), len(groups[group]), 'clips')}"
                      f'<div class="sheet">{cards}</div>')  # fmt: skip
     return _section("dropped", "Dropped clips by reason", "\n".join(parts))
 

@@ -73,7 +73,7 @@ def test_chromium_renders_the_page_with_the_runs_figures_and_every_kept_key(mine
                f"</span><b>{value}</b>" in dom  # fmt: skip
     assert f"threshold {report['threshold']['threshold']:g}" in dom
     for reason, n in dropped.items():
-        assert f"{reason}: {n} clips" in dom
+        assert f"{reason}: {n} clip{'s' if n > 1 else ''}<" in dom
     assert "fetch not_found" in dom and "not a decodable image" in dom  # the failed inputs
     png = screenshot(out / "report.html", tmp_path / "page.png", width=1280, height=1600)
     with Image.open(png) as im:
