@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                                 description="A small PNG of a run report, for the README.")  # fmt: skip
     p.add_argument("page", help="report.html")
     p.add_argument("png", help="the PNG to write")
-    p.add_argument("--height", type=int, default=1700, help="pixels of the page shown (1700)")
+    p.add_argument("--height", type=int, default=2300, help="pixels of the page shown (2300)")
     p.add_argument("--width", type=int, default=760, help="width of the PNG in pixels (760)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="capmine-shot-") as tmp:

@@ -41,7 +41,7 @@ h3{font-size:15px;margin:16px 0 6px}.muted{color:#666}code{font-size:12px}
 .cards{display:flex;flex-wrap:wrap;gap:10px}
 .card{border:1px solid #ddd;border-radius:6px;padding:8px 12px;min-width:110px;background:#f8f8f8}
 .card b{display:block;font-size:22px}.card span{color:#666;font-size:12px}
-.sheet{display:grid;grid-template-columns:repeat(auto-fill,minmax(240px,1fr));gap:12px}
+.sheet{display:grid;grid-template-columns:repeat(auto-fill,minmax(210px,1fr));gap:12px}
 figure.clip{margin:0;border:1px solid #ddd;border-radius:6px;padding:6px;background:#fcfcfc}
 figure.clip video,figure.clip img{width:100%;aspect-ratio:16/9;object-fit:contain;background:#111;
 display:block}
