@@ -242,3 +242,25 @@ def test_summary_ends_with_the_page():
     assert summary_lines(report, "out")[-1] == "  report: out/report.html"
     report["report_html_error"] = "out/shards/00000.tar cannot be read: bad"
     assert summary_lines(report, "out")[-1].startswith("  report: not written (out/shards/")
+
+
+def test_finish_run_writes_the_page_last_and_survives_one_it_cannot_write(tmp_path):
+    from runs.records import Ledger, RunPlan
+    from runs.report import finish_run
+
+    def finish(out):
+        out.mkdir(exist_ok=True)
+        return finish_run(RunFolder(out), plan=RunPlan(run=0, videos=[], clips=[], shards=[]),
+                          ledger=Ledger(), scans=[], videos=[],
+                          report=_report({"ok": 0, "dropped": 0, "failed": 0}, 0))  # fmt: skip
+
+    report = finish(tmp_path / "good")
+    assert report["report_html"] == str(tmp_path / "good" / "report.html")
+    assert (tmp_path / "good" / "report.html").is_file()
+    broken = _run(tmp_path, [[_clip(tmp_path, 0)]])
+    (broken / "shards" / "00000.parquet").write_bytes(b"garbage")
+    report = finish(broken)
+    assert report["report_html"] is None and "00000.parquet" in report["report_html_error"]
+    assert json.loads((broken / "report.json").read_text())["run"] == 0  # the run stands
+    assert not (broken / "report.html").exists()
+    assert summary_lines(report, str(broken))[-1].startswith("  report: not written (")
