@@ -41,9 +41,11 @@ def mined(tmp_path_factory, prefect_harness):
     return root / "out", report
 
 
-def _browser() -> None:
+@pytest.fixture(scope="module")
+def browser() -> str:
+    """Chromium, or a failure saying how to install it (asked for before the run is mined)."""
     try:
-        chromium()
+        return chromium()
     except BrowserError as e:
         pytest.fail(str(e))
 
@@ -56,8 +58,9 @@ def test_the_run_writes_its_page_and_the_summary_names_it(mined):
     assert summary_lines(report, str(out))[-1] == f"  report: {out / 'report.html'}"
 
 
-def test_chromium_renders_the_page_with_the_runs_figures_and_every_kept_key(mined, tmp_path):
-    _browser()
+def test_chromium_renders_the_page_with_the_runs_figures_and_every_kept_key(
+    browser, mined, tmp_path
+):
     out, report = mined
     rows = pd.concat(pd.read_parquet(p) for p in sorted((out / "shards").glob("*.parquet")))
     kept = rows.loc[rows["status"] == "ok", "key"].tolist()
