@@ -278,8 +278,7 @@ def _similarity(view: RunView) -> str:
         if isinstance(q, dict) and isinstance(q.get("q0.5"), (int, float)):
             lines.append((float(q["q0.5"]), f"null median ({name})", "#5778a4"))
     xs = sims + [x for x, _, _ in lines]
-    lo = math.floor(min(xs + [0.0]) * 10) / 10
-    hi = max(min(1.0, math.ceil(max(xs + [lo + 0.1]) * 10) / 10), lo + 0.1)
+    lo, hi = _span(xs)
     series = [(label, [s for s, f in view.matches if f == fate], colour)
               for fate, label, colour in FATES]  # fmt: skip
     plot = histogram(series, lo=lo, hi=hi, lines=lines,
@@ -288,6 +287,18 @@ def _similarity(view: RunView) -> str:
              "A clip with several captions counts once per caption.</p>")  # fmt: skip
     return _section("similarity", "Similarity and threshold",
                     intro + plot + _calibration(threshold))  # fmt: skip
+
+
+def _span(xs: list[float], step: float = 0.05) -> tuple[float, float]:
+    """The histogram's x range: what it shows, widened to whole steps (CLIP similarities of
+    real footage crowd into a few hundredths; a fixed [0, 1] would squeeze them)."""
+    if not xs:
+        return 0.0, 1.0
+    lo = math.floor(min(xs) / step + 1e-9) * step
+    hi = max(math.ceil(max(xs) / step - 1e-9) * step, lo + 2 * step)
+    if hi > 1.0:  # a cosine similarity is at most 1
+        hi, lo = 1.0, min(lo, 1.0 - 2 * step)
+    return round(lo, 4), round(hi, 4)
 
 
 def _calibration(threshold: dict[str, Any]) -> str:

@@ -264,3 +264,10 @@ def test_finish_run_writes_the_page_last_and_survives_one_it_cannot_write(tmp_pa
     assert json.loads((broken / "report.json").read_text())["run"] == 0  # the run stands
     assert not (broken / "report.html").exists()
     assert summary_lines(report, str(broken))[-1].startswith("  report: not written (")
+
+
+def test_histogram_range_follows_the_similarities():
+    from runs.htmlreport import _span
+
+    assert _span([0.27, 0.31, 0.2292]) == (0.2, 0.35)  # real CLIP figures are not squeezed
+    assert _span([0.99, 1.0]) == (0.9, 1.0) and _span([]) == (0.0, 1.0)
