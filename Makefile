@@ -7,7 +7,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps test-deps demo test lint format clean
+.PHONY: install system-deps test-deps demo docs test lint format clean
 
 install: system-deps $(STAMP)
 
@@ -17,11 +17,15 @@ system-deps:
 		{ echo "installing ffmpeg (Debian package)"; $(SUDO) apt-get update -q && \
 		  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q ffmpeg; }
 
-# The voice-activity test speaks its own test sentence with espeak-ng.
+# The voice-activity test speaks its own test sentence with espeak-ng; the report's tests
+# open report.html in headless Chromium.
 test-deps:
 	@command -v espeak-ng >/dev/null || \
 		{ echo "installing espeak-ng (Debian package, for the speech test)"; $(SUDO) apt-get update -q && \
 		  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q espeak-ng; }
+	@command -v chromium >/dev/null || \
+		{ echo "installing chromium (Debian package, for the report's browser test)"; $(SUDO) apt-get update -q && \
+		  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium; }
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -32,6 +36,12 @@ $(STAMP): pyproject.toml
 
 demo: install
 	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(VENV)/bin/capmine demo --root demo
+
+# The README's picture of the report: the demo run's report.html in headless Chromium.
+docs: install test-deps
+	test -f demo/out/report.json || $(MAKE) demo
+	$(VENV)/bin/capmine report demo/out
+	$(PY) -m runs.browser demo/out/report.html docs/report.png
 
 test: install test-deps
 	$(VENV)/bin/ruff check .

@@ -166,6 +166,18 @@ def cmd_filter(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from runs.reportdata import check_run
+
+    check_run(args.out)  # before claiming OUT: a folder that holds no run is not marked
+    with _in_out(args.out, "report"):
+        from runs.htmlreport import write_html_report
+
+        path = write_html_report(args.out)
+    print(f"capmine report: {path}")
+    return 0
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from miners.calibrate import calibrate
 
@@ -227,6 +239,13 @@ def _filter_options(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_filter)
 
 
+def _report_options(p: argparse.ArgumentParser) -> None:
+    p.description = ("Write OUT/report.html again from what the run left in OUT: totals, kept "
+                     "clips, drops by reason, the similarity histogram, timings, failed inputs.")  # fmt: skip
+    p.add_argument("out", metavar="OUT", help="a run folder (of capmine mine or capmine filter)")
+    p.set_defaults(func=cmd_report)
+
+
 def _calibrate_options(p: argparse.ArgumentParser) -> None:
     from flows.params import DEFAULT_EMBEDDER
 
@@ -286,6 +305,7 @@ def _demo_options(p: argparse.ArgumentParser) -> None:
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "mine": ("mine captioned audio+video clip shards", _mine_options),
     "filter": ("re-filter a finished run with new bounds, without re-cutting", _filter_options),
+    "report": ("write a run's report.html again (a page to judge what was mined)", _report_options),
     "calibrate": ("estimate the match threshold for an embedder", _calibrate_options),
     "train": ("train audio and video encoders on mined shards", _train_options),
     "eval": ("retrieval recall and zero-shot accuracy of a checkpoint", _eval_options),

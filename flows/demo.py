@@ -40,4 +40,8 @@ def run_demo(root: str | Path, *, scan_workers: int = 2) -> int:
               f"[{media}]  {s['txt']!r}")  # fmt: skip
     check = check_planted(manifest, read_sidecars(Path(params.out) / "shards"))
     print("\n" + "\n".join(check.lines()))
+    if report.get("report_html"):
+        print(f"\nthe run's report, to open in a browser: {Path(report['report_html']).resolve()}")
+    else:
+        print(f"\nthe run's report was not written: {report.get('report_html_error')}")
     return 0

@@ -16,6 +16,7 @@ themselves::
     OUT/embeddings/NNNNN.npz         the dedup filter's vectors of a shard's kept clips (runs.embeddings)
     OUT/runs.json                    the ledger of finished runs (Ledger)
     OUT/videos.parquet, report.json  the run's rows and totals
+    OUT/report.html, report/KEY.jpg|mp4  the run's page, with its thumbnails and clips
     OUT/downloads/                   fetched videos, unless --cache-dir says elsewhere
     OUT/.capmine, .capmine.lock      capmine's mark and the running run's lock (runs.lock)
 
@@ -80,6 +81,7 @@ STAGED_FILES = re.compile(
 )
 STAGING_DIRS = re.compile(r"\d{5,}")
 EMBEDDING_FILES = _with_temps(r"\d{5,}\.npz")
+REPORT_FILES = _with_temps(rf"{_KEY}\.(?:jpg|mp4)")  # report.html's thumbnails and clips
 
 
 def _stale_temp(name: str, pattern: re.Pattern) -> bool:
@@ -186,7 +188,8 @@ class RunFolder:
     RUN_FOLDERS = {"scans": (SCAN_FILES, PEAK_DIRS, PEAK_FILES), "shards": (SHARD_FILES, None, None),
                    "dropped": (DROPPED_FILES, None, None),
                    "staging": (STAGED_FILES, STAGING_DIRS, None),
-                   "embeddings": (EMBEDDING_FILES, None, None)}  # fmt: skip
+                   "embeddings": (EMBEDDING_FILES, None, None),
+                   "report": (REPORT_FILES, None, None)}  # fmt: skip
     RUN_FILES = ("plan.json", "runs.json", "report.json", "report.html", "videos.parquet")
 
     def start_over(self) -> None:

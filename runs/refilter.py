@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from runs.folder import RunFolder
+from runs.htmlreport import write_html_report
 from runs.lock import claim_out
 from runs.records import ShardPlan
 from runs.report import drops_by_reason
@@ -140,4 +141,5 @@ def _refilter(
     }  # fmt: skip
     target.write_report({"refilter": report, "filters": setup.spec})
     write_sizes(target.shard_dir)  # shards/sizes.json, for open_clip's trainer
+    report["report_html"] = str(write_html_report(target.root))
     return report

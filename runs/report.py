@@ -1,4 +1,5 @@
-"""The end of a mining run: the ledger, ``videos.parquet``, downloads, and ``report.json``.
+"""The end of a mining run: the ledger, ``videos.parquet``, downloads, ``report.json`` and
+``report.html``.
 
 :func:`finish_run` records a run whose shards are all written; :func:`build_report`
 is the totals and timings of ``report.json``; :func:`summary_lines` is what a
@@ -7,6 +8,7 @@ terminal shows of it.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,9 +17,12 @@ from typing import Any
 from miners.scan import ScanResult
 from miners.videos import VideoInput
 from runs.folder import RunFolder
+from runs.htmlreport import write_html_report
 from runs.records import Ledger, RunPlan, SeedsMeta
 from runs.stages import all_scans
 from shards.writer import write_sizes
+
+log = logging.getLogger(__name__)
 
 REPORT_EXAMPLES = 5  # keys kept per drop reason in the report
 
@@ -46,7 +51,12 @@ def finish_run(
     report = dict(report, downloads_removed=removed, run=plan.run,
                   skipped_videos=len(videos) - len(scans), next_shard=ledger.next_shard)  # fmt: skip
     folder.write_report(report)
-    return report
+    try:
+        html = {"report_html": str(write_html_report(folder.root))}
+    except (ValueError, OSError) as e:  # a page that cannot be made does not undo the run
+        log.warning("report.html not written: %s", e)
+        html = {"report_html": None, "report_html_error": " ".join(str(e).split())}
+    return report | html
 
 
 def build_report(
@@ -130,4 +140,9 @@ def summary_lines(report: dict[str, Any], out: str) -> list[str]:
             f"  {v['failed'] + s['n_failed']} input(s) failed: see {out}/videos.parquet "
             f"and {out}/seeds.parquet"
         )
+    if report.get("report_html_error"):
+        lines.append(f"  report: not written ({report['report_html_error']}); "
+                     f"capmine report {out} tries again")  # fmt: skip
+    else:
+        lines.append(f"  report: {os.path.join(out, 'report.html')}")
     return lines
