@@ -3,6 +3,7 @@ costs a warning, not the run."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -173,3 +174,29 @@ def test_a_refused_artifact_is_a_warning_and_the_others_still_go(tmp_path, monke
     assert "could not publish the capmine-mine-summary artifact: RuntimeError: server said no" in (
         caplog.text
     )
+
+
+def test_a_flow_publishes_the_three_artifacts_on_its_run(tmp_path, prefect_harness):
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    _tables(tmp_path, [], [{"video": "/v/1.mp4", "status": "failed", "error": "decode: bad"}])
+
+    @flow(name="publish-probe")
+    def probe() -> None:
+        artifacts.publish_mine(REPORT, tmp_path)
+
+    run_id = probe(return_state=True).state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+        )
+    by_key = {a.key: a for a in found}
+    assert set(by_key) == {"capmine-mine-summary", "capmine-failed-inputs", "capmine-report"}
+    assert by_key["capmine-mine-summary"].type == "markdown"
+    assert "| clips kept | 7 |" in by_key["capmine-mine-summary"].data
+    table = json.loads(by_key["capmine-failed-inputs"].data)
+    assert table == {"input": ["/v/1.mp4"], "stage": ["video"], "kind": ["decode"],
+                     "error": ["decode: bad"]}  # fmt: skip
+    assert f"file://{tmp_path}/report.html" in by_key["capmine-report"].data
