@@ -199,4 +199,4 @@ def test_a_flow_publishes_the_three_artifacts_on_its_run(tmp_path, prefect_harne
     table = json.loads(by_key["capmine-failed-inputs"].data)
     assert table == {"input": ["/v/1.mp4"], "stage": ["video"], "kind": ["decode"],
                      "error": ["decode: bad"]}  # fmt: skip
-    assert f"file://{tmp_path}/report.html" in by_key["capmine-report"].data
+    assert by_key["capmine-report"].data == f"[report.html](file://{tmp_path}/report.html)"
