@@ -176,7 +176,7 @@ def test_a_refused_artifact_is_a_warning_and_the_others_still_go(tmp_path, monke
     )
 
 
-def test_a_flow_publishes_the_three_artifacts_on_its_run(tmp_path, prefect_harness):
+def test_a_flow_publishes_its_artifacts_on_its_run(tmp_path, prefect_harness):
     from prefect import flow
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -186,6 +186,7 @@ def test_a_flow_publishes_the_three_artifacts_on_its_run(tmp_path, prefect_harne
     @flow(name="publish-probe")
     def probe() -> None:
         artifacts.publish_mine(REPORT, tmp_path)
+        artifacts.publish_metrics("capmine-train-metrics", {"step": 5, "final": {"loss": 0.5}}, "t")
 
     run_id = probe(return_state=True).state_details.flow_run_id
     with get_client(sync_client=True) as client:
@@ -193,7 +194,10 @@ def test_a_flow_publishes_the_three_artifacts_on_its_run(tmp_path, prefect_harne
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
         )
     by_key = {a.key: a for a in found}
-    assert set(by_key) == {"capmine-mine-summary", "capmine-failed-inputs", "capmine-report"}
+    assert set(by_key) == {"capmine-mine-summary", "capmine-failed-inputs", "capmine-report",
+                           "capmine-train-metrics"}  # fmt: skip
+    metrics = json.loads(by_key["capmine-train-metrics"].data)
+    assert metrics == {"metric": ["step", "final.loss"], "value": [5, "0.5000"]}
     assert by_key["capmine-mine-summary"].type == "markdown"
     assert "| clips kept | 7 |" in by_key["capmine-mine-summary"].data
     table = json.loads(by_key["capmine-failed-inputs"].data)
