@@ -418,15 +418,14 @@ def _terminal_handlers() -> list[logging.Handler]:
 
 
 def _filter_terminal(args: argparse.Namespace) -> list[logging.Handler]:
-    """Put :class:`_Terminal` on the terminal's handlers, set for ``args``; with progress
-    bars, a log line is written above them instead of through them. Returns the handlers."""
+    """Put :class:`_Terminal` on the terminal's handlers, set for ``args``, and have them
+    write above any progress bar instead of through it. Returns the handlers."""
     _TERMINAL.verbose, _TERMINAL.quiet = args.verbose, args.quiet
     _TERMINAL.progress = _progress(args) if hasattr(args, "progress") else False
     handlers = _terminal_handlers()
     for handler in handlers:
         handler.addFilter(_TERMINAL)
-        if _TERMINAL.progress:
-            _write_above_bars(handler)
+        _write_above_bars(handler)
     return handlers
 
 
