@@ -19,7 +19,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any, NoReturn, get_args
 
 from pydantic import BaseModel, ValidationError
 
@@ -57,6 +57,20 @@ def add_model_options(
                             metavar=name.upper())  # fmt: skip
 
 
+class InvalidOptions(ValueError):
+    """Options the parameter model refused, said in one line."""
+
+    @classmethod
+    def of(cls, error: ValidationError) -> InvalidOptions:
+        said = []
+        for e in error.errors():
+            names = [str(x) for x in e["loc"] if isinstance(x, str)]
+            flag = "--" + names[-1].replace("_", "-") if names else "options"
+            given = f" {e['input']!r}" if not isinstance(e.get("input"), dict) else ""
+            said.append(f"{flag}{given}: {e['msg']}")
+        return cls("invalid option " + "; ".join(said))
+
+
 def _params(model: type[BaseModel], args: argparse.Namespace, **extra) -> Any:
     values = {k: v for k, v in vars(args).items() if k in model.model_fields and v is not None}
     if model.__name__ == "MineParams" and getattr(args, "workers", None) is not None:
@@ -65,18 +79,38 @@ def _params(model: type[BaseModel], args: argparse.Namespace, **extra) -> Any:
     try:
         return model(**values)
     except ValidationError as e:
-        raise SystemExit(f"capmine: invalid options:\n{e}") from None
+        raise InvalidOptions.of(e) from None
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    """Progress bars: as asked, else when stderr is a terminal and the run is not --quiet."""
+    if getattr(args, "progress", None) is not None:
+        return args.progress
+    return sys.stderr.isatty() and not getattr(args, "quiet", False)
+
+
+def _check_inputs(params: MineParams) -> None:
+    """Read the seeds and the videos list once before anything starts, so a missing or
+    unreadable one ends the command at once with its own error, not midway through a flow."""
+    from miners.seeds import read_seeds
+    from miners.videos import read_videos
+
+    read_videos(params.videos)
+    seeds_log = logging.getLogger("miners.seeds")
+    level = seeds_log.level
+    seeds_log.setLevel(logging.WARNING)  # the flow's own read says how many seeds there are
+    try:
+        read_seeds(params.seeds)
+    finally:
+        seeds_log.setLevel(level)
 
 
 def cmd_mine(args: argparse.Namespace) -> int:
     from flows.params import MineParams
 
-    params = _params(
-        MineParams,
-        args,
-        progress=args.progress if args.progress is not None else sys.stderr.isatty(),
-    )
+    params = _params(MineParams, args, progress=_progress(args))
     with _in_out(params.out, "mine"):
+        _check_inputs(params)
         server = _server_start()
         from flows.mine import run_mine  # heavy: imported while the server boots
 
@@ -140,10 +174,10 @@ def cmd_mine_and_train(args: argparse.Namespace) -> int:
     from flows.mine_and_train import MineAndTrainParams, mine_and_train
     from flows.params import MineParams
 
-    progress = args.progress if args.progress is not None else sys.stderr.isatty()
-    mine_params = _params(MineParams, args, progress=progress)
+    mine_params = _params(MineParams, args, progress=_progress(args))
     params = _params(MineAndTrainParams, args, mine=mine_params)
     with _in_out(mine_params.out, "mine"):
+        _check_inputs(mine_params)
         server = _server_start()
         _preload_embedder(mine_params)
         server.wait()
@@ -352,12 +386,23 @@ def _in_out(out: str, command: str) -> Iterator[None]:
 class _Terminal(logging.Filter):
     """Without --verbose the terminal gets one line per event: Prefect's failure reports
     (the command ends with its own ``capmine: error:`` line) and its start-up chatter go,
-    tracebacks go to ``OUT/capmine.log``."""
+    tracebacks go to ``OUT/capmine.log``. With --quiet only warnings and errors stay; with
+    progress bars Prefect's line for each finished task goes (the bars count them)."""
 
     CHATTER = ("Beginning flow run", "Beginning subflow run", "Starting temporary server",
                "See https://", "Stopping temporary server")  # fmt: skip
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.verbose = False
+        self.quiet = False
+        self.progress = False
+
     def filter(self, record: logging.LogRecord) -> bool:
+        if self.quiet and record.levelno < logging.WARNING:
+            return False
+        if self.verbose:
+            return True
         if record.name.startswith("prefect"):
             message = str(record.msg)
             if record.levelno >= logging.ERROR:
@@ -366,14 +411,19 @@ class _Terminal(logging.Filter):
                 return False
             if message.startswith("Finished in state") and "Completed" not in message:
                 return False
+            if (
+                self.progress
+                and record.name == "prefect.task_runs"
+                and message.startswith("Finished in state Completed")
+            ):
+                return False
         if record.exc_info or record.exc_text:
             record.exc_info, record.exc_text = None, None  # the log file, first, kept it
         return True
 
 
-def _quiet_terminal() -> list[logging.Handler]:
-    """Put :class:`_Terminal` on every handler that writes to the terminal, Prefect's too;
-    returns them."""
+def _terminal_handlers() -> list[logging.Handler]:
+    """Every handler that writes to the terminal, Prefect's too."""
     import prefect.logging.configuration  # noqa: F401 - Prefect's handlers, set up on import
 
     handlers = []
@@ -386,9 +436,39 @@ def _quiet_terminal() -> list[logging.Handler]:
             if isinstance(handler, logging.StreamHandler) and not isinstance(
                 handler, logging.FileHandler
             ):
-                handler.addFilter(_TERMINAL)
                 handlers.append(handler)
     return handlers
+
+
+def _filter_terminal(args: argparse.Namespace) -> list[logging.Handler]:
+    """Put :class:`_Terminal` on the terminal's handlers, set for ``args``, and have them
+    write above any progress bar instead of through it. Returns the handlers."""
+    _TERMINAL.verbose, _TERMINAL.quiet = args.verbose, args.quiet
+    _TERMINAL.progress = _progress(args) if hasattr(args, "progress") else False
+    handlers = _terminal_handlers()
+    for handler in handlers:
+        handler.addFilter(_TERMINAL)
+        _write_above_bars(handler)
+    return handlers
+
+
+def _write_above_bars(handler: logging.Handler) -> None:
+    """Clear the progress bars for each line ``handler`` writes, then draw them again."""
+    from tqdm import tqdm
+
+    emit = handler.emit
+
+    def emit_above(record: logging.LogRecord) -> None:
+        with tqdm.external_write_mode(file=sys.stderr):
+            emit(record)
+
+    handler.emit = emit_above
+
+
+def _unfilter_terminal(handlers: list[logging.Handler]) -> None:
+    for handler in handlers:
+        handler.removeFilter(_TERMINAL)
+        handler.__dict__.pop("emit", None)  # the class's own again
 
 
 _TERMINAL = _Terminal()
@@ -470,15 +550,31 @@ def _error(e: BaseException, verbose: bool) -> int:
     return 2 if expected else 1
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that says a wrong command line in one line, as every other fatal error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"capmine: error: {message} (see: {self.prog} --help)\n")
+
+
+QUIET_HELP = (
+    "only warnings, errors and the final summary on the terminal (OUT/capmine.log keeps all)"
+)
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser, with the options of the command ``argv`` names only (a command named by
     none needs none: ``capmine --help`` prints each command's one-line help)."""
     chosen = _chosen_command(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="capmine", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="capmine", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (helptext, add_options) in COMMANDS.items():
         p = sub.add_parser(name, help=helptext, description=helptext)
+        # also after the command; unset there, it leaves the top-level value alone
+        p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help=QUIET_HELP)  # fmt: skip
         if name == chosen:
             add_options(p)
     return parser
@@ -496,6 +592,8 @@ def _chosen_command(argv: list[str]) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     """The command line; ``argv`` given (a call from Python) leaves signals to the caller."""
     args = build_parser(argv).parse_args(argv)
+    if args.quiet and not _progress(args):
+        os.environ.setdefault("TQDM_DISABLE", "1")  # any bar a library draws (read as tqdm loads)
     # Prefect's log handlers are set up (on the root logger) before ours, so the terminal
     # reads the same whichever command runs; imported here, after parsing, as --help needs none.
     import prefect.main  # noqa: F401
@@ -504,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
-    quiet = [] if args.verbose else _quiet_terminal()
+    terminal = _filter_terminal(args)
     stop = _Stop()
     standalone = argv is None and threading.current_thread() is threading.main_thread()
     if standalone:
@@ -522,13 +620,14 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         return _error(e, args.verbose)
     finally:
-        for handler in quiet:
-            handler.removeFilter(_TERMINAL)
         if standalone:
             # The process ends next: spare it the interpreter's last garbage collection over
             # every module (seconds once torch and Prefect are loaded). Objects stay alive to
-            # the end; atexit handlers (log flushing, the temporary server's stop) still run.
+            # the end; atexit handlers (log flushing, the temporary server's stop) still run,
+            # and the terminal stays filtered for them (no "Stopping temporary server" line).
             gc.freeze()
+        else:
+            _unfilter_terminal(terminal)
 
 
 if __name__ == "__main__":

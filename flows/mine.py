@@ -9,7 +9,6 @@ small records, never media; the work is in :mod:`runs`.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,13 @@ from prefect import flow, get_run_logger, task, unmapped
 from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 
+from flows.artifacts import publish_mine
 from flows.params import MineParams
 from miners.scan import ScanResult
 from miners.videos import VideoInput, read_videos
 from runs.folder import RunFolder
 from runs.lock import claim_out
+from runs.progress import stage_bar
 from runs.records import Ledger, RunPlan, SeedPlan, SeedsMeta, ShardPlan, Threshold
 from runs.report import build_report, finish_run
 from runs.seeds import embed_seed_chunk, merge_seed_chunks, plan_seeds
@@ -190,6 +191,7 @@ def mine_stages(params: MineParams) -> dict[str, Any]:
     logger.info("done: run %d, %d clips in %d shards; %d of %d videos failed; report %s",
                 plan.run, report["clips"]["ok"], len(shard_stats), report["videos"]["failed"],
                 len(scans), folder.path("report.json"))  # fmt: skip
+    publish_mine(report, params.out)
     return report
 
 
@@ -249,17 +251,14 @@ def _plan_new_run(
 
 def _scan_all(videos: list[VideoInput], params: MineParams, threshold: float) -> list[ScanResult]:
     """Scan every video concurrently; an unexpected task failure is that video's row, not the run's end."""
-    from tqdm.auto import tqdm
-
     if not videos:
         return []
     logger = get_run_logger()
     futures = scan_video_task.map(videos, params=unmapped(params), threshold=threshold)
     by_future = {id(f): v for f, v in zip(futures, videos, strict=True)}
     results: dict[str, ScanResult] = {}
-    bar = tqdm(total=len(videos), desc="videos", unit="video", disable=not params.progress,
-               file=sys.stderr)  # fmt: skip
-    failed, step = 0, max(1, len(videos) // 10)
+    bar = stage_bar("scan", len(videos), "videos", params.progress)
+    failed, frames, step, t0 = 0, 0, max(1, len(videos) // 10), time.monotonic()
     for f in as_completed(futures):
         video = by_future[id(f)]
         try:
@@ -267,9 +266,10 @@ def _scan_all(videos: list[VideoInput], params: MineParams, threshold: float) ->
         except Exception as e:  # a bug in one video's scan must not lose the others
             result = ScanResult.failed(video, f"internal: {type(e).__name__}: {e}")
         results[video.video_id] = result
-        failed += not result.ok
+        failed, frames = failed + (not result.ok), frames + result.n_frames
+        rate = frames / max(time.monotonic() - t0, 1e-6)
+        bar.set_postfix_str(f"{rate:.1f} frames/s, {failed} failed", refresh=False)
         bar.update(1)
-        bar.set_postfix(failed=failed)
         if len(results) % step == 0 or len(results) == len(videos):
             logger.info("scanned %d/%d videos (%d failed)", len(results), len(videos), failed)
     bar.close()
@@ -281,7 +281,17 @@ def _make_shards(shards: list[ShardPlan], params: MineParams) -> list[dict[str, 
     them, then every shard written."""
     if not shards:
         return []
-    for future in stage_shard_task.map(shards, params=unmapped(params)):
+    bar = stage_bar("cut+filter", sum(len(s.keys) for s in shards), "clips", params.progress)
+    futures = stage_shard_task.map(shards, params=unmapped(params))
+    size = {id(f): len(s.keys) for f, s in zip(futures, shards, strict=True)}
+    for future in as_completed(futures):
         future.result()  # every shard staged before the run-level filters
+        bar.update(size[id(future)])
+    bar.close()
     filter_run_task(shards, params)
-    return [f.result() for f in write_shard_task.map(shards, params=unmapped(params))]
+    bar = stage_bar("write", len(shards), "shards", params.progress)
+    futures = write_shard_task.map(shards, params=unmapped(params))
+    for _ in as_completed(futures):
+        bar.update(1)
+    bar.close()
+    return [f.result() for f in futures]

@@ -8,6 +8,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
+from flows.artifacts import publish_mine_and_train
 from flows.mine import mine
 from flows.params import MineParams
 from flows.train import EvalParams, TrainParams, evaluate, train
@@ -59,4 +60,6 @@ def mine_and_train(params: MineAndTrainParams) -> dict[str, Any]:
         embedder=params.mine.embedder, classes=params.classes, device=params.mine.device,
         out=str(Path(params.run) / "eval.json"),
     ))  # fmt: skip
-    return {"mine": report, "train": trained, "eval": metrics}
+    result = {"mine": report, "train": trained, "eval": metrics}
+    publish_mine_and_train(result)
+    return result

@@ -18,6 +18,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, ConfigDict, Field
 
+from flows.artifacts import EVAL_METRICS, TRAIN_METRICS, publish_metrics
 from miners.embedders import get_embedder, parse_spec
 from shards.writer import atomic_write_json
 from trainer.inputs import read_classes, resolve_embedder, shard_spec
@@ -123,6 +124,7 @@ def train(params: TrainParams) -> dict[str, Any]:
     )
     summary = train_encoders_task(params)
     logger.info("trained to step %s: %s", summary.get("step"), json.dumps(summary)[:500])
+    publish_metrics(TRAIN_METRICS, summary, f"training of {params.config} in {params.out}")
     return summary
 
 
@@ -158,4 +160,5 @@ def evaluate(params: EvalParams) -> dict[str, Any]:
     if params.out:
         atomic_write_json(Path(params.out), metrics)
     logger.info("eval: %s", json.dumps(metrics)[:800])
+    publish_metrics(EVAL_METRICS, metrics, f"{params.checkpoint} on {params.shards}")
     return metrics

@@ -24,6 +24,7 @@ from miners.index import SeedIndex
 from miners.remote import DEFAULT_PROTOCOLS
 from miners.seeds import Seed, load_seed_images, read_seeds
 from runs.folder import RunFolder
+from runs.progress import stage_bar
 from runs.records import SeedPlan, SeedsMeta
 from shards.writer import atomic_write_bytes, write_table
 
@@ -92,12 +93,15 @@ def embed_seed_chunk(
     path = folder.seed_chunk(fp, start)
     if path.exists():
         return str(path)
-    seeds = read_seeds(seeds_path)[start:stop]
+    every = read_seeds(seeds_path)
+    seeds = every[start:stop]
     model = get_embedder(embedder, device)
     rows: list[dict[str, Any]] = []
     vectors: list[np.ndarray] = []
     batch: list[tuple[int, np.ndarray]] = []
-    bar = _progress(len(seeds), "seeds", progress)
+    # one bar when one chunk holds every seed; else a bar a chunk, named by its rows
+    desc = "seeds" if len(seeds) == len(every) else f"seeds {start}-{start + len(seeds)}"
+    bar = stage_bar(desc, len(seeds), "images", progress)
     guards = {"max_image_pixels": max_image_pixels, "allowed_protocols": allowed_protocols,
               "block_private_addresses": block_private_addresses}  # fmt: skip
     for i, image, error in load_seed_images(
@@ -165,9 +169,3 @@ def merge_seed_chunks(
     if n_failed:
         log.warning("seeds: %d of %d could not be read (see seeds.parquet)", n_failed, len(rows))
     return meta
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="it", disable=not enabled, leave=False)

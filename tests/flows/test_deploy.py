@@ -5,8 +5,9 @@ with Prefect" section tells a user to run: ``prefect server start``, ``prefect
 work-pool create``, ``prefect deploy --all`` from the project root, ``prefect
 deployment run`` with parameters, and a ``prefect worker start --run-once``
 started from elsewhere, so that only the pull step (``CAPMINE_HOME``) finds the
-code. The mined set is tiny: one planted seed in one 10 s video, mined on a
-one-worker Dask cluster the deployed flow starts itself from its parameters.
+code. The mined set is tiny: one planted seed in one 10 s video (and three broken
+videos and a broken seed), mined on a one-worker Dask cluster the deployed flow starts
+itself from its parameters. The run's artifacts are read back through the API.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def test_deploy_schedule_and_worker_run(prefect_server, tmp_path: Path):
     api_url, env = prefect_server
     data = tmp_path / "data"
     manifest = make_synthetic_set(
-        data, n_seeds=2, n_unplanted=1, n_videos=1, seconds=10.0, broken=False
+        data, n_seeds=2, n_unplanted=1, n_videos=1, seconds=10.0, broken=True
     )
     out = tmp_path / "out"
 
@@ -190,3 +191,37 @@ def test_deploy_schedule_and_worker_run(prefect_server, tmp_path: Path):
     (planted,) = manifest["planted"]
     assert [c["seed_id"] for c in meta["captions"]] == [planted["seed_id"]]
     assert planted["start"] <= meta["match_time"] <= planted["end"], (meta, planted)
+    _check_artifacts(api_url, flow_run_id, out, data)
+
+
+def _check_artifacts(api_url: str, flow_run_id: str, out: Path, data: Path) -> None:
+    """The summary, the failed inputs and the report's link, on the run or its subflow."""
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        FlowRunFilterParentFlowRunId,
+    )
+
+    with SyncPrefectClient(api_url) as client:
+        children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])))  # fmt: skip
+        runs = [flow_run_id] + [str(r.id) for r in children]
+        found = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=runs)))
+    by_key = {a.key: a for a in found}
+    assert {"capmine-mine-summary", "capmine-failed-inputs", "capmine-report"} <= set(by_key)
+    summary = by_key["capmine-mine-summary"]
+    assert summary.type == "markdown"
+    for row in ("| seeds embedded | 2 of 3 (1 failed) |", "| videos scanned | 1 of 4 (3 failed) |",
+                "| clips kept | 1 |", "| shards written | 1 |"):  # fmt: skip
+        assert row in summary.data, summary.data
+    assert "**0.6**, given." in summary.data, summary.data
+    table = by_key["capmine-failed-inputs"]
+    assert table.type == "table"
+    failed = json.loads(table.data)
+    rows = sorted(zip(failed["stage"], [Path(i).name for i in failed["input"]], strict=True))
+    assert rows == [("seed", "zz_broken.jpg"), ("video", "broken_empty.mp4"),
+                    ("video", "broken_truncated.mp4"), ("video", "missing.mp4")], failed  # fmt: skip
+    assert all(failed["kind"]) and all(failed["error"]), failed
+    link = by_key["capmine-report"]
+    assert link.data == f"[report.html]({(out / 'report.html').absolute().as_uri()})", link.data
