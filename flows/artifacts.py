@@ -9,7 +9,6 @@ is best effort: a server that refuses an artifact costs a warning, never the run
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -97,43 +96,14 @@ def mine_summary_markdown(report: Mapping[str, Any], out: str | Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def error_kind(error: str) -> str:
-    """What sort of failure an error is: the words before its first colon ("decode",
-    "no such file"), or the first word when those are a sentence; a path before the
-    colon (the input named first) is skipped."""
-    head, _, rest = error.partition(":")
-    head = head.strip()
-    if rest and ("/" in head or "\\" in head):
-        return error_kind(rest)
-    if head and len(head.split()) <= 3:
-        return head
-    return (error.split() or ["unknown"])[0].rstrip(":,;")
-
-
-def _failed_rows(path: Path, stage: str, column: str) -> list[dict[str, str]]:
-    import pandas as pd  # lazy: only a run that publishes reads the tables
-
-    if not path.exists():
-        return []
-    table = pd.read_parquet(path)
-    if "status" not in table or column not in table:
-        return []
-    rows = []
-    for rec in table[table["status"] != "ok"].to_dict("records"):
-        error = rec.get("error")
-        error = "" if error is None or (isinstance(error, float) and math.isnan(error)) else error
-        rows.append({"input": str(rec[column]), "stage": stage,
-                     "kind": error_kind(str(error)) if error else "unknown", "error": str(error)})  # fmt: skip
-    return rows
-
-
 def failed_inputs(out: str | Path) -> list[dict[str, str]]:
     """The failed rows of ``OUT/seeds.parquet`` and ``OUT/videos.parquet``: input, stage
-    (seed or video), kind (:func:`error_kind`) and error."""
-    folder = RunFolder(out)
-    return _failed_rows(folder.path("seeds.parquet"), "seed", "image") + _failed_rows(
-        folder.path("videos.parquet"), "video", "video"
-    )
+    (seed or video), kind and error, named and kinded as the run report names them
+    (:func:`runs.reportdata.failed_inputs_of`)."""
+    from runs.reportdata import failed_inputs_of  # lazy: pandas, only when publishing
+
+    return [{"input": r["name"], "stage": r["input"], "kind": r["kind"], "error": r["error"]}
+            for r in failed_inputs_of(out)]  # fmt: skip
 
 
 def failed_inputs_table(rows: list[dict[str, str]]) -> dict[str, list[str]]:

@@ -36,7 +36,16 @@ MARKER = ".capmine"
 LOCK = ".capmine.lock"
 LOG = "capmine.log"
 # Subfolders capmine writes into and cleans: never a link.
-SUBFOLDERS = ("shards", "staging", "scans", "seed_chunks", "downloads", "dropped", "embeddings", "report")
+SUBFOLDERS = (
+    "shards",
+    "staging",
+    "scans",
+    "seed_chunks",
+    "downloads",
+    "dropped",
+    "embeddings",
+    "report",
+)
 # Files that identify a capmine run made before the marker existed.
 LEGACY = {"seeds.json": "fingerprint", "runs.json": "runs"}
 

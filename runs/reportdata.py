@@ -208,17 +208,32 @@ def error_kind(error: Any) -> str:
 
 
 def failed_inputs(view: RunView) -> list[dict[str, str]]:
-    """Every failed video and seed: ``{"input", "name", "error", "kind"}``."""
+    """Every failed video and seed of the run: ``{"input", "name", "error", "kind"}``."""
+    return failed_rows(view.videos, view.seeds)
+
+
+def failed_inputs_of(out: str | Path) -> list[dict[str, str]]:
+    """:func:`failed_inputs` read straight from ``OUT/videos.parquet`` and ``seeds.parquet``
+    (no shard is read): what the Prefect artifact lists."""
+    root = Path(out)
+    return failed_rows(_optional_table(root / "videos.parquet"),
+                       _optional_table(root / "seeds.parquet"))  # fmt: skip
+
+
+def failed_rows(videos: pd.DataFrame, seeds: pd.DataFrame) -> list[dict[str, str]]:
+    """The failed rows of the two input tables: ``input`` (video or seed), ``name`` (the
+    video, or the seed's image), ``error`` and its ``kind`` (:func:`error_kind`)."""
     out = []
-    for table, kind, name_col in ((view.videos, "video", "video"), (view.seeds, "seed", "id")):
+    for table, kind in ((videos, "video"), (seeds, "seed")):
         if table.empty or "status" not in table.columns:
             continue
         failed = table[table["status"] != "ok"]
         for row in failed.to_dict("records"):
             error = row.get("error") if isinstance(row.get("error"), str) else ""
+            name = row.get("video") if kind == "video" else row.get("image") or row.get("id")
             told = error  # a seed's error starts with its image's path: the kind follows it
             if kind == "seed" and isinstance(row.get("image"), str) and row["image"]:
                 told = error.removeprefix(row["image"]).removeprefix(":").strip() or error
-            out.append({"input": kind, "name": str(row.get(name_col, "")), "error": error,
-                        "kind": error_kind(told)})  # fmt: skip
+            out.append({"input": kind, "name": str(name if name is not None else ""),
+                        "error": error, "kind": error_kind(told)})  # fmt: skip
     return out
