@@ -197,6 +197,8 @@ def cmd_filter(args: argparse.Namespace) -> int:
     reasons = ", ".join(f"{k} {n}" for k, n in sorted(report["dropped"].items())) or "none"
     print(f"capmine filter: {report['clips']['ok']} of {report['clips']['total']} clips kept "
           f"in {report['shards']} shard(s) under {Path(args.out) / 'shards'}; dropped: {reasons}")  # fmt: skip
+    if report.get("report_html"):
+        print(f"  report: {report['report_html']}")
     return 0
 
 
