@@ -332,7 +332,7 @@ def _demo_options(p: argparse.ArgumentParser) -> None:
                    help="folder for the generated set and its output (default: demo)")  # fmt: skip
     p.add_argument("--scan-workers", "--workers", type=int, default=2,
                    help="videos scanned at once (default: 2; --workers is its old name)")  # fmt: skip
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=cmd_demo, progress=True)  # the demo always draws its bars
 
 
 # A command's one-line help, and what adds its options. Options come from parameter models
