@@ -92,7 +92,8 @@ def build_report(
         "clips": {"planned": sum(s.get("count", 0) for s in shard_stats),
                   "ok": status.get("ok", 0), "failed": status.get("failed", 0),
                   "dropped": status.get("dropped", 0)},
-        "filters": {"chain": filters, "dropped": dropped, "examples": examples},
+        "filters": {"chain": filters, "dropped": dropped, "examples": examples,
+                    **earlier_clips(shard_stats)},
         "shards": len(shard_stats),
         "seconds": {k: round(v, 3) for k, v in timings.items()},
         "video_seconds": {k: round(v, 3) for k, v in stage.items()},
@@ -116,6 +117,18 @@ def drops_by_reason(
     return dropped, examples
 
 
+def earlier_clips(shard_stats: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """What dedup compared of earlier runs' kept clips (``{"earlier_clips": {"compared",
+    "not_compared"}}``), or nothing when the chain has no dedup. The run-level filters'
+    stats are the run's, the same in every shard."""
+    for s in shard_stats:
+        dedup = s.get("run_filters", {}).get("filters", {}).get("dedup")
+        if dedup is not None and "earlier_clips" in dedup:
+            return {"earlier_clips": {"compared": int(dedup["earlier_clips"]),
+                                      "not_compared": int(dedup.get("earlier_not_compared", 0))}}  # fmt: skip
+    return {}
+
+
 def summary_lines(report: dict[str, Any], out: str) -> list[str]:
     """What a terminal shows at the end of ``capmine mine``: clips, inputs, drops, failures."""
     v, c, s = report["videos"], report["clips"], report["seeds"]
@@ -130,6 +143,11 @@ def summary_lines(report: dict[str, Any], out: str) -> list[str]:
     if report.get("filters", {}).get("dropped"):
         reasons = ", ".join(f"{k} {n}" for k, n in sorted(report["filters"]["dropped"].items()))
         lines.append(f"  filtered out: {c['dropped']} clips ({reasons})")
+    earlier = report.get("filters", {}).get("earlier_clips")
+    if earlier:
+        lines.append(f"  dedup against earlier runs: {earlier['compared']} kept clips compared"
+                     + (f", {earlier['not_compared']} could not be (media unreadable)"
+                        if earlier["not_compared"] else ""))  # fmt: skip
     if c["failed"]:
         lines.append(
             f"  clips failed (cut, or a filter could not judge them): {c['failed']} "

@@ -25,7 +25,7 @@ from miners.videos import read_videos
 from runs.embeddings import MadeWith, StoredVectors, load_earlier
 from runs.folder import RunFolder
 from runs.refilter import refilter
-from runs.report import finish_run
+from runs.report import earlier_clips, finish_run, summary_lines
 from runs.stages import (
     FilterSetup,
     filter_run,
@@ -238,3 +238,26 @@ def test_earlier_clips_whose_media_cannot_be_read_are_counted_not_compared(night
     assert f"{len(kept) - 1} kept clips of earlier runs" in caplog.text
     assert "1 could not be compared" in caplog.text
     assert StoredVectors.read(folder.embedding_file(0)).made.fingerprint != "another embedder"
+
+
+def test_the_run_report_counts_the_earlier_clips_compared(nights):
+    root, *_ = nights
+    first, second = rows(root / "first"), rows(root / "second")
+    new_shards = sorted(set(second["shard"]) - set(first["shard"]))
+    shard_stats = [json.loads((root / "second" / "shards" / f"{i:05d}_stats.json").read_text())
+                   for i in new_shards]  # fmt: skip
+    figures = earlier_clips(shard_stats)
+    assert figures == {"earlier_clips": {"compared": int((first["status"] == "ok").sum()),
+                                         "not_compared": 0}}  # fmt: skip
+    report = {"videos": {"ok": 1, "failed": 0, "frames": 1, "matches": 1},
+              "clips": {"ok": 1, "failed": 0, "dropped": 1},
+              "seeds": {"n_ok": 1, "n_failed": 0}, "threshold": None, "shards": 1,
+              "filters": {"dropped": {"duplicate": 1}, **figures}}  # fmt: skip
+    compared = figures["earlier_clips"]["compared"]
+    assert f"  dedup against earlier runs: {compared} kept clips compared" in summary_lines(
+        report, "out"
+    )
+    first_stats = [
+        json.loads(p.read_text()) for p in (root / "first" / "shards").glob("*_stats.json")
+    ]
+    assert earlier_clips(first_stats)["earlier_clips"]["compared"] == 0  # night 1 had none
