@@ -90,9 +90,11 @@ def _progress(args: argparse.Namespace) -> bool:
 
 
 def _check_inputs(params: MineParams) -> None:
-    """Read the seeds and the videos list once before anything starts, so a missing or
-    unreadable one ends the command at once with its own error, not midway through a flow."""
-    from miners.seeds import read_seeds
+    """Check the seeds and read the videos list before anything starts, so a missing or
+    unreadable one ends the command at once with its own error, not midway through a flow
+    (:func:`miners.seeds.check_seeds`: seed files up to 64 MB are read; larger ones and
+    folders are read once, by the run)."""
+    from miners.seeds import check_seeds
     from miners.videos import read_videos
 
     read_videos(params.videos)
@@ -100,7 +102,7 @@ def _check_inputs(params: MineParams) -> None:
     level = seeds_log.level
     seeds_log.setLevel(logging.WARNING)  # the flow's own read says how many seeds there are
     try:
-        read_seeds(params.seeds)
+        check_seeds(params.seeds)
     finally:
         seeds_log.setLevel(level)
 

@@ -25,7 +25,7 @@ import tarfile
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -103,10 +103,7 @@ def read_seeds(path: str | Path) -> list[Seed]:
     cannot be used, including when two seeds share an id.
     """
     text = str(path)
-    paths = [Path(text)]
-    if "{" in text and not paths[0].exists():
-        paths = [Path(p) for p in braceexpand(text)]
-    seeds = [seed for one in paths for seed in _read_one(one)]
+    seeds = [seed for one in _expand(text) for seed in _read_one(one)]
     _check_unique(seeds, text)
     failed = sum(seed.error is not None for seed in seeds)
     log.info(
@@ -115,18 +112,46 @@ def read_seeds(path: str | Path) -> list[Seed]:
     return seeds
 
 
-def _read_one(path: Path) -> list[Seed]:
-    path = path.expanduser().absolute()
+def check_seeds(path: str | Path, *, read_below: int = 64 << 20) -> None:
+    """Raise now what :func:`read_seeds` would raise for ``path`` as a whole: a missing
+    input, one that is not a regular file or folder, an unknown format; and, for seed
+    files of at most ``read_below`` bytes in all, an unreadable one or one lacking its
+    columns (they are read). Larger inputs and folders are read once, by the run."""
+    paths = _expand(str(path))
+    readers = [_reader_of(p.expanduser().absolute()) for p in paths]
+    if None in readers:  # a folder: listing it may be the run's longest read
+        return
+    if sum(p.stat().st_size for p in paths) <= read_below:
+        read_seeds(path)
+
+
+def _expand(text: str) -> list[Path]:
+    """The files a seeds argument names: itself, or its brace pattern expanded."""
+    paths = [Path(text)]
+    if "{" in text and not paths[0].exists():
+        paths = [Path(p) for p in braceexpand(text)]
+    return paths
+
+
+def _reader_of(path: Path) -> Callable[[Path], list[Seed]] | None:
+    """The reader of seed file ``path`` (None for a folder of images), or the error that
+    says why ``path`` cannot be seeds."""
     if not path.exists():
         raise FileNotFoundError(f"seeds not found: {path}; accepted: {ACCEPTED}")
     if path.is_dir():
-        return _read_folder(path)
+        return None
     if not path.is_file():  # a FIFO, /dev/stdin or a device would block or never end
         raise ValueError(f"seeds {path} is not a regular file; accepted: {ACCEPTED}")
     reader = _READERS.get(_format_suffix(path))
     if reader is None:
         raise ValueError(f"unknown seeds format: {path}; accepted: {ACCEPTED}")
-    return reader(path)
+    return reader
+
+
+def _read_one(path: Path) -> list[Seed]:
+    path = path.expanduser().absolute()
+    reader = _reader_of(path)
+    return _read_folder(path) if reader is None else reader(path)
 
 
 def _format_suffix(path: Path) -> str:

@@ -399,3 +399,30 @@ def test_lookahead_is_bounded(pictures: Path):
     assert_colour(array, RED)
     assert pulled <= 4 * 2 + 1
     assert sum(1 for _ in stream) == 199
+
+
+def test_check_seeds_raises_what_reading_would_and_leaves_large_inputs_to_the_run(
+    tmp_path: Path, monkeypatch
+):
+    from miners.seeds import check_seeds
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("foo,bar\n1,2\n")
+    with pytest.raises(ValueError, match="caption column"):
+        read_seeds(bad)
+    with pytest.raises(ValueError, match="caption column"):
+        check_seeds(bad)
+    with pytest.raises(FileNotFoundError, match="seeds not found"):
+        check_seeds(tmp_path / "missing.csv")
+    odd = tmp_path / "seeds.xyz"
+    odd.write_text("x")
+    with pytest.raises(ValueError, match="unknown seeds format"):
+        check_seeds(odd)
+    # past the size bound a file is only named and typed, not read: the run reads it once
+    reads = []
+    monkeypatch.setattr(seeds_module, "read_seeds", lambda p: reads.append(p))
+    check_seeds(bad, read_below=bad.stat().st_size - 1)
+    check_seeds(tmp_path)  # a folder: listing it is the run's job
+    assert reads == []
+    check_seeds(bad)
+    assert reads == [bad]
