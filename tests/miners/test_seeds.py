@@ -18,7 +18,7 @@ from PIL import Image
 from media import MediaError
 from media.images import decode_image, preprocess
 from miners import seeds as seeds_module
-from miners.seeds import Seed, load_seed_images, read_seeds
+from miners.seeds import Seed, check_seeds, load_seed_images, read_seeds
 from synth.testmedia import truncate, write_image
 
 RED = (200, 30, 40)
@@ -227,21 +227,23 @@ def test_duplicate_ids_are_an_error(pictures: Path):
         read_seeds(path)
 
 
-def test_unknown_format_and_missing_file(tmp_path: Path):
+@pytest.mark.parametrize("read", [read_seeds, check_seeds], ids=["read", "check"])
+def test_unknown_format_and_missing_file(tmp_path: Path, read):
+    """check_seeds, run before anything starts, raises what reading would."""
     odd = tmp_path / "seeds.xlsx"
     odd.write_bytes(b"PK")
     with pytest.raises(ValueError, match=r"unknown seeds format.*seeds\.xlsx.*accepted"):
-        read_seeds(odd)
+        read(odd)
     with pytest.raises(FileNotFoundError, match="nowhere.tsv"):
-        read_seeds(tmp_path / "nowhere.tsv")
+        read(tmp_path / "nowhere.tsv")
     one_column = tmp_path / "urls.txt"
     one_column.write_text("http://127.0.0.1/a.jpg\n")
     with pytest.raises(ValueError, match="caption"):
-        read_seeds(one_column)
+        read(one_column)
     no_caption = tmp_path / "no_caption.csv"
     no_caption.write_text("url,title\na.jpg,x\n")
     with pytest.raises(ValueError, match="caption column"):
-        read_seeds(no_caption)
+        read(no_caption)
 
 
 # ---------------------------------------------------------------- folders and tars
@@ -401,28 +403,14 @@ def test_lookahead_is_bounded(pictures: Path):
     assert sum(1 for _ in stream) == 199
 
 
-def test_check_seeds_raises_what_reading_would_and_leaves_large_inputs_to_the_run(
-    tmp_path: Path, monkeypatch
-):
-    from miners.seeds import check_seeds
-
-    bad = tmp_path / "bad.csv"
-    bad.write_text("foo,bar\n1,2\n")
-    with pytest.raises(ValueError, match="caption column"):
-        read_seeds(bad)
-    with pytest.raises(ValueError, match="caption column"):
-        check_seeds(bad)
-    with pytest.raises(FileNotFoundError, match="seeds not found"):
-        check_seeds(tmp_path / "missing.csv")
-    odd = tmp_path / "seeds.xyz"
-    odd.write_text("x")
-    with pytest.raises(ValueError, match="unknown seeds format"):
-        check_seeds(odd)
-    # past the size bound a file is only named and typed, not read: the run reads it once
+def test_check_seeds_leaves_large_inputs_and_folders_to_the_run(tmp_path: Path, monkeypatch):
+    seeds = tmp_path / "seeds.csv"
+    seeds.write_text("image,caption\na.jpg,a dog\n")
     reads = []
     monkeypatch.setattr(seeds_module, "read_seeds", lambda p: reads.append(p))
-    check_seeds(bad, read_below=bad.stat().st_size - 1)
+    # past the size bound a file is only named and typed, not read: the run reads it once
+    check_seeds(seeds, read_below=seeds.stat().st_size - 1)
     check_seeds(tmp_path)  # a folder: listing it is the run's job
     assert reads == []
-    check_seeds(bad)
-    assert reads == [bad]
+    check_seeds(seeds)
+    assert reads == [seeds]
