@@ -228,13 +228,12 @@ def write_sizes(shard_dir: Path) -> dict[str, int]:
     A file that already says the same is left as it is (a rerun that adds nothing touches
     nothing). Returns the sizes.
     """
+    from shards.reader import complete_shards  # lazy: the reader brings pandas
+
     shard_dir = Path(shard_dir)
     shard_dir.mkdir(parents=True, exist_ok=True)  # a run that planned no clip: an empty list
-    sizes = {}
-    for stats_path in sorted(shard_dir.glob("*_stats.json")):
-        name = stats_path.name.removesuffix("_stats.json")
-        if name.isdigit() and (shard_dir / f"{name}.tar").exists():
-            sizes[f"{name}.tar"] = _kept(stats_path)
+    sizes = {tar.name: _kept(tar.with_name(f"{tar.stem}_stats.json"))
+             for tar in complete_shards(shard_dir) if tar.stem.isdigit()}  # fmt: skip
     if _read_json(shard_dir / SIZES_FILE) != sizes:
         atomic_write_json(shard_dir / SIZES_FILE, sizes)
     for stale in shard_dir.glob(f".{SIZES_FILE}.*.tmp"):  # a killed run's (OUT is locked)
