@@ -10,6 +10,7 @@ own (:func:`write_dropped`, ``OUT/dropped/NNNNN.tar``), written before the shard
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -19,9 +20,9 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -75,19 +76,28 @@ def temp_file(path: Path) -> tuple[int, str]:
     return fd, tmp
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder, then rename."""
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A binary file that becomes ``path`` when the block ends: a temp file beside it
+    (:func:`temp_file`), flushed, synced and renamed into place; removed if the block raises,
+    so ``path`` is either its old self or complete."""
     path = Path(path)
     fd, tmp = temp_file(path)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder, then rename."""
+    with atomic_file(path) as f:
+        f.write(data)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -104,6 +114,16 @@ def write_table(path: Path, rows: list[dict[str, Any]], schema: pa.Schema | None
 
 def is_complete(shard_dir: Path, index: int) -> bool:
     return (Path(shard_dir) / f"{shard_name(index)}_stats.json").exists()
+
+
+@contextlib.contextmanager
+def _tar_file(path: Path) -> Iterator[tarfile.TarFile]:
+    """A tar (PAX) written into :func:`atomic_file`: ``path`` appears complete or not at all."""
+    with (
+        atomic_file(path) as f,
+        tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        yield tar
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -138,28 +158,19 @@ def write_shard(
     name = shard_name(index)
     records = list(records)
     tar_path = shard_dir / f"{name}.tar"
-    fd, tmp = temp_file(tar_path)
-    os.close(fd)
-    try:
-        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-            for rec in records:
-                if rec.status != STATUS_OK:
-                    continue
-                if not is_valid_key(rec.key):
-                    raise ValueError(
-                        f"invalid sample key {rec.key!r}: letters, digits, _ and - only"
-                    )
-                try:
-                    files = _sample_files(rec)
-                except OSError as e:
-                    rec.status, rec.error = "failed", f"media unreadable: {e}"
-                    continue
-                for ext, data in files:
-                    _add_bytes(tar, f"{rec.key}.{ext}", data)
-        os.replace(tmp, tar_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _tar_file(tar_path) as tar:
+        for rec in records:
+            if rec.status != STATUS_OK:
+                continue
+            if not is_valid_key(rec.key):
+                raise ValueError(f"invalid sample key {rec.key!r}: letters, digits, _ and - only")
+            try:
+                files = _sample_files(rec)
+            except OSError as e:
+                rec.status, rec.error = "failed", f"media unreadable: {e}"
+                continue
+            for ext, data in files:
+                _add_bytes(tar, f"{rec.key}.{ext}", data)
     # "cut" (how each clip was cut) only in runs that chose a way other than exact
     columns = {**SIDE_COLUMNS, **({"cut": pa.string()} if any(r.cut for r in records) else {})}
     write_table(shard_dir / f"{name}.parquet", [r.row() for r in records], pa.schema(columns))
@@ -181,27 +192,20 @@ def write_dropped(dropped_dir: Path, index: int, records: Iterable[ClipRecord]) 
     dropped_dir.mkdir(parents=True, exist_ok=True)
     tar_path = dropped_dir / f"{shard_name(index)}.tar"
     written = []
-    fd, tmp = temp_file(tar_path)
-    os.close(fd)
-    try:
-        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-            for rec in records:
-                if rec.status != STATUS_DROPPED or not rec.mp4 or not is_valid_key(rec.key):
-                    continue
-                try:
-                    files = _sample_files(rec)[:-1]  # the json names the reason too
-                except OSError as e:  # its media is gone: it cannot be reopened, nothing more
-                    log.warning("dropped clip %s: media unreadable, not kept: %s", rec.key, e)
-                    continue
-                meta = {**rec.sample_json(), "reason": rec.reason}
-                files.append(("json", json.dumps(meta, ensure_ascii=False).encode("utf-8")))
-                for ext, data in files:
-                    _add_bytes(tar, f"{rec.key}.{ext}", data)
-                written.append(rec.key)
-        os.replace(tmp, tar_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _tar_file(tar_path) as tar:
+        for rec in records:
+            if rec.status != STATUS_DROPPED or not rec.mp4 or not is_valid_key(rec.key):
+                continue
+            try:
+                files = _sample_files(rec)[:-1]  # the json names the reason too
+            except OSError as e:  # its media is gone: it cannot be reopened, nothing more
+                log.warning("dropped clip %s: media unreadable, not kept: %s", rec.key, e)
+                continue
+            meta = {**rec.sample_json(), "reason": rec.reason}
+            files.append(("json", json.dumps(meta, ensure_ascii=False).encode("utf-8")))
+            for ext, data in files:
+                _add_bytes(tar, f"{rec.key}.{ext}", data)
+            written.append(rec.key)
     return written
 
 

@@ -48,7 +48,7 @@ import torch
 
 from media.audio import decode_audio_many
 from media.ffmpeg import MediaError
-from shards.writer import atomic_write_bytes, temp_file
+from shards.writer import atomic_file, atomic_write_bytes
 from trainer.audio import (
     HOP_LENGTH,
     MEL_MEAN,
@@ -191,22 +191,18 @@ def build_shard(
     wanted = {k: i for i, k in enumerate(keys) if index.status[i] == MISSING}
     tar_errors: Counter = Counter()
     pairs = ((wanted[k], data) for k, data in iter_flacs(tar, tar_errors) if k in wanted)
-    fd, tmp = temp_file(data_path)
     threads = torch.get_num_threads()  # _mels_of sets 1 in its threads; some backends share it
     try:
-        with os.fdopen(fd, "wb") as f, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        with (
+            atomic_file(data_path) as f,
+            ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
+        ):
             at = 0
             for results in ordered_map(pool, _mels_of, chunks(pairs, CHUNK), 2 * workers):
                 for i, mel in results:
                     at = _record(index, i, mel, f, at, tar, keys)
                 if advance:
                     advance(len(results))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, data_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     finally:
         torch.set_num_threads(threads)
     atomic_write_bytes(index_path, _npz_bytes(index.arrays(tar_errors)))
