@@ -23,7 +23,7 @@ from media.tars import split_name
 from runs.folder import REPORT_FILES, RunFolder, remove_file
 from runs.lock import OutFolderError
 from runs.reportdata import ReportError
-from shards.writer import atomic_write_bytes, shard_name
+from shards.writer import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +141,9 @@ def dropped_media(
     """Pictures of the shown dropped (and failed) clips: their media from ``OUT/dropped/``
     when the run kept it, else the scan's peak still (looked for in each of
     ``still_roots``), else none."""
-    found: dict[str, Media] = {}
+    folder, found = RunFolder(media.root), {}
     for shard, rows in shown.groupby("shard", sort=True):
-        tar = media.root / "dropped" / f"{shard_name(int(shard))}.tar"
+        tar = folder.dropped_file(int(shard))
         if tar.is_file():
             found.update(media.from_tar(tar, set(rows["key"])))
     for row in shown.to_dict("records"):
