@@ -155,8 +155,12 @@ class RunFolder:
     def seed_chunk(self, fingerprint: str, start: int) -> Path:
         return self.seed_chunk_dir / f"{fingerprint[:12]}-{start:010d}.npz"
 
+    @property
+    def scan_dir(self) -> Path:
+        return self.root / "scans"
+
     def scan_file(self, video_id: str) -> Path:
-        return self.root / "scans" / f"{video_id}.json"
+        return self.scan_dir / f"{video_id}.json"
 
     def staging(self, index: int) -> Path:
         """Where one shard's clips wait, cut and scored, until the shard is written."""

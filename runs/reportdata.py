@@ -143,11 +143,12 @@ def _optional_table(path: Path) -> pd.DataFrame:
 def _scan_candidates(root: Path, videos: pd.DataFrame, seeds: pd.DataFrame) -> list[tuple]:
     """``(video_id, seed_id, peak_time, similarity)`` of every match segment the scans of
     the listed videos found (none for a run without scans)."""
-    scan_dir = root / "scans"
+    folder = RunFolder(root)
+    scan_dir = folder.scan_dir
     if not scan_dir.is_dir():
         return []
     if "video_id" in videos.columns:
-        paths = [scan_dir / f"{v}.json" for v in videos["video_id"]]
+        paths = [folder.scan_file(str(v)) for v in videos["video_id"]]
     else:
         paths = sorted(scan_dir.glob("*.json"))
     seed_ids: dict[int, str] = {}
